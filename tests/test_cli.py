@@ -1,0 +1,53 @@
+import json
+import subprocess
+import sys
+
+import pandas as pd
+
+
+def run(*args):
+    return subprocess.run([sys.executable, "-m", "hierloc", *args], capture_output=True, text=True)
+
+
+def test_help_lists_commands():
+    out = run("--help")
+    assert out.returncode == 0
+    assert "places" in out.stdout
+
+
+def test_places_stats_json():
+    out = run("places", "stats", "--json")
+    assert out.returncode == 0, out.stderr
+    stats = json.loads(out.stdout)
+    assert {"country", "region", "sub-region", "city"} <= stats.keys()
+    assert stats["country"] == 246
+
+
+def test_places_lookup_json():
+    out = run("places", "lookup", "48.8566", "2.3522", "--json")
+    assert out.returncode == 0, out.stderr
+    res = json.loads(out.stdout)
+    assert res["iso_a2"] == "FR"
+    assert res["path"]["city"] == {"key": "Paris_Paris_Ile-de-France_FR", "name": "Paris"}
+    assert list(res["path"]) == ["country", "region", "sub-region", "city"]
+
+
+def test_places_lookup_bad_point_is_a_clear_error():
+    out = run("places", "lookup", "95", "0")
+    assert out.returncode != 0
+    assert "not a valid latitude/longitude" in out.stderr
+    assert "Traceback" not in out.stderr
+
+
+def test_places_lookup_csv(tmp_path):
+    src = tmp_path / "in.csv"
+    pd.DataFrame({"id": [1, 2, 3], "latitude": [35.68, None, -33.86],
+                  "longitude": [139.69, None, 151.21]}).to_csv(src, index=False)
+    dst = tmp_path / "out.csv"
+    out = run("places", "lookup", "--csv", str(src), "--out", str(dst))
+    assert out.returncode == 0, out.stderr
+    df = pd.read_csv(dst, keep_default_na=False)
+    for level in ("country", "region", "sub-region", "city"):
+        assert f"{level}_key" in df and f"{level}_name" in df
+    assert df["iso_a2"].tolist() == ["JP", "", "AU"]
+    assert df["city_name"][2] == "Sydney"

@@ -35,6 +35,8 @@ from hierloc.geo.places import PlaceTable
 
 log = logging.getLogger(__name__)
 
+MIN_SHARE_OF_UNIT = 0.25
+"""A code or name link needs this share of the unit's cities to lie in the region."""
 NAME_FIELDS = ("name", "name_en", "name_alt", "gn_name", "gns_name", "woe_name")
 _DROP_WORDS = re.compile(
     r"\b(province|provincia|region|regione|state|of|the|district|county|department|"
@@ -157,6 +159,16 @@ def link_with_report(table: PlaceTable, admin1=None, countries=None) -> tuple[Pl
     city_region = table.ancestor_at(city_rows, "region")
     inside = unit_of_city >= 0
     majority = _majority(unit_of_city[inside], city_region[inside])
+    pair_count = pd.Series(1, index=unit_of_city[inside] * len(table) + city_region[inside]).groupby(level=0).sum()
+    unit_total = np.bincount(unit_of_city[inside], minlength=len(admin1))
+
+    def plausible(u: int, r: int | None) -> bool:
+        """A code or name match must not contradict the cities inside the unit: codes
+        collide across vintages (NE's 'FR.11' is the Aude department, GeoNames' is
+        Ile-de-France)."""
+        if r is None or unit_total[u] == 0:
+            return r is not None
+        return pair_count.get(u * len(table) + r, 0) >= MIN_SHARE_OF_UNIT * unit_total[u]
 
     unit_region = np.full(len(admin1), -1, dtype=np.int64)
     methods = {"code": 0, "name": 0, "space": 0, "shared": 0, "none": 0}
@@ -164,12 +176,13 @@ def link_with_report(table: PlaceTable, admin1=None, countries=None) -> tuple[Pl
         row = row._asdict()
         r = by_code.get(row.get("gn_a1_code", ""))
         method = "code"
-        if r is None:
-            method = "name"
+        if not plausible(u, r):
+            r, method = None, "name"
             for nm in _unit_names(row):
                 r = by_name.get((row.get("iso_a2", ""), nm))
-                if r is not None:
+                if plausible(u, r):
                     break
+                r = None
         if r is None and u in majority.index:
             r, method = int(majority[u]), "space"
         if r is None:

@@ -117,3 +117,16 @@ def _bounds(s):
 
 def test_levels_constant():
     assert LEVELS == ("country", "region", "sub-region", "city")
+
+
+def test_outlines_real_for_country_and_region_approximate_for_sub_region(places):
+    from hierloc.geo.boundaries import place_outline
+
+    fr = place_outline(places, places.index("FR"))
+    assert not fr.approximate and fr.geometry.contains(__import__("shapely").Point(2.35, 48.85))
+    idf = place_outline(places, places.index("Ile-de-France_FR"))
+    assert not idf.approximate and idf.geometry.contains(__import__("shapely").Point(2.35, 48.85))
+    sub = place_outline(places, places.index("Cornwall_England_GB"))
+    assert sub.approximate and "Voronoi" in sub.source
+    assert sub.geometry.contains(__import__("shapely").Point(-4.958, 50.374))  # St Columb Major
+    assert place_outline(places, places.index("Paris_Paris_Ile-de-France_FR")) is None

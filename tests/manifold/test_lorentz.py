@@ -65,8 +65,9 @@ def test_agrees_with_geoopt(dtype, K):
     # the Poincare images are in geoopt's ball and distances are preserved
     p, q = L.to_poincare(x, K), L.to_poincare(y, K)
     assert torch.all(p.norm(dim=-1) < K ** 0.5)
-    assert torch.allclose(ball.dist(p, q), L.dist(x, y, K), atol=1e-2 if dtype == torch.float32 else 1e-7, rtol=1e-3 if dtype == torch.float32 else 1e-8)
-    assert torch.allclose(L.poincare_dist(p, q, K), L.dist(x, y, K), atol=1e-2 if dtype == torch.float32 else 1e-7, rtol=1e-3 if dtype == torch.float32 else 1e-8)
+    prtol = 1e-3 if dtype == torch.float32 else 1e-6  # near the rim the ball loses digits
+    assert torch.allclose(ball.dist(p, q), L.dist(x, y, K), rtol=prtol)
+    assert torch.allclose(L.poincare_dist(p, q, K), L.dist(x, y, K), rtol=prtol)
     assert isinstance(lorentz, geoopt.Lorentz) and float(lorentz.k) == K
     assert float(ball.c) == pytest.approx(1.0 / K)
 

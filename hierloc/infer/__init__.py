@@ -1,0 +1,1 @@
+"""Inference: beam search over the hierarchy (pure) and the predictor (photo -> result)."""

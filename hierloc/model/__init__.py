@@ -1,0 +1,1 @@
+"""Models: backbones, the HierLoc photo/place encoders, geometry."""

@@ -1,0 +1,243 @@
+"""The HierLoc model: photo head, place encoder, cross-level attention, geometry, loss.
+
+Shapes: B photos, F backbone feature size, D = embed_dim, p = point size (D + 1 for
+Lorentz, D for Euclidean), N_l places at level l (0 country .. 3 city).
+
+    photo:  feats (B, F) -> MLP -> (B, D) * alpha_img = v
+            v += Fuse(concat_l Attn_l(query=v, keys=values=place tangents of level l))
+            z = exp_0(v)                                  (B, p)
+    place:  t = log_0(anchor) + alpha_node * MLP(concat of its features)   (N_l, D)
+            h = exp_0(t)                                  (N_l, p)
+
+Anchors are points of the manifold (geoopt ManifoldParameter, trained with
+RiemannianAdam) when the geometry is Lorentz with a fixed curvature; with a learned
+curvature or the Euclidean ablation they are tangent vectors (AdamW).
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import torch
+from torch import nn
+from torch.utils.checkpoint import checkpoint
+
+from hierloc.losses import GeoWeightedLoss
+from hierloc.manifold import lorentz as L
+from hierloc.model.config import ModelConfig
+from hierloc.model.geometry import Geometry
+
+NUM_LEVELS = 4
+
+
+def _mlp(d_in: int, d_hidden: int, d_out: int, dropout: float) -> nn.Sequential:
+    return nn.Sequential(nn.Linear(d_in, d_hidden), nn.GELU(), nn.Dropout(dropout), nn.Linear(d_hidden, d_out))
+
+
+class ChunkedCrossAttention(nn.Module):
+    """Multi-head attention of B queries over N keys, N processed in chunks with an
+    online softmax (memory (B, heads, chunk)), each chunk checkpointed when training."""
+
+    def __init__(self, dim: int, heads: int, chunk: int):
+        super().__init__()
+        self.heads, self.head_dim, self.chunk = heads, dim // heads, chunk
+        self.q, self.k, self.v = nn.Linear(dim, dim), nn.Linear(dim, dim), nn.Linear(dim, dim)
+
+    def _partial(self, q: torch.Tensor, keys: torch.Tensor):
+        C = keys.shape[0]
+        k = self.k(keys).view(C, self.heads, self.head_dim)  # (C, H, dh)
+        v = self.v(keys).view(C, self.heads, self.head_dim)  # (C, H, dh)
+        scores = torch.einsum("bhd,chd->bhc", q, k)  # (B, H, C)
+        m = scores.amax(dim=-1)  # (B, H)
+        e = torch.exp(scores - m[..., None])  # (B, H, C)
+        return m, e.sum(-1), torch.einsum("bhc,chd->bhd", e, v)  # (B,H), (B,H), (B,H,dh)
+
+    def forward(self, query: torch.Tensor, keys: torch.Tensor) -> torch.Tensor:
+        """query (B, D), keys (N, D) -> context (B, D)."""
+        B = query.shape[0]
+        q = self.q(query).view(B, self.heads, self.head_dim) / math.sqrt(self.head_dim)  # (B, H, dh)
+        m_all, s_all, acc = None, None, None
+        for start in range(0, keys.shape[0], self.chunk):
+            chunk = keys[start:start + self.chunk]
+            if torch.is_grad_enabled() and self.training:
+                m, s, a = checkpoint(self._partial, q, chunk, use_reentrant=False)
+            else:
+                m, s, a = self._partial(q, chunk)
+            if m_all is None:
+                m_all, s_all, acc = m, s, a
+                continue
+            new_m = torch.maximum(m_all, m)
+            old_w, new_w = torch.exp(m_all - new_m), torch.exp(m - new_m)  # (B, H)
+            s_all = s_all * old_w + s * new_w
+            acc = acc * old_w[..., None] + a * new_w[..., None]
+            m_all = new_m
+        return (acc / s_all[..., None]).reshape(B, -1)  # (B, D)
+
+
+class HierLoc(nn.Module):
+    def __init__(self, config: ModelConfig, place_latlon: list[torch.Tensor],
+                 place_features: dict[str, list[torch.Tensor]] | None = None):
+        """place_latlon: per level (N_l, 2) centroids in degrees; place_features: per
+        feature name of config.place_features, per level (N_l, dim)."""
+        super().__init__()
+        self.config = c = config
+        if [len(t) for t in place_latlon] != list(c.num_places):
+            raise ValueError(f"place_latlon sizes {[len(t) for t in place_latlon]} differ from "
+                             f"config.num_places {list(c.num_places)}")
+        gen = torch.Generator().manual_seed(c.seed)
+
+        # curvature K: curvature is -1/K
+        if c.learn_curvature:
+            self.log_curvature = nn.Parameter(torch.tensor(math.log(c.curvature)))
+        else:
+            self.register_buffer("log_curvature", torch.tensor(math.log(c.curvature)), persistent=False)
+
+        self.photo_mlp = _mlp(c.feat_dim, c.hidden_dim, c.embed_dim, c.dropout)
+        self.log_alpha_img = nn.Parameter(torch.zeros(()))
+
+        for lv in range(NUM_LEVELS):
+            self.register_buffer(f"latlon_{lv}", torch.as_tensor(place_latlon[lv], dtype=torch.float32), persistent=False)
+        self._init_anchors(gen)
+
+        self.feature_names = [n for n, _ in c.place_features]
+        place_features = place_features or {}
+        for name, dim in c.place_features:
+            feats = place_features.get(name)
+            if feats is None or [len(f) for f in feats] != list(c.num_places):
+                raise ValueError(f"place feature {name!r} must be given for every place of every level")
+            for lv, f in enumerate(feats):
+                if f.shape[-1] != dim:
+                    raise ValueError(f"place feature {name!r} has size {f.shape[-1]}, config says {dim}")
+                self.register_buffer(f"feat_{name}_{lv}", torch.as_tensor(f).float(), persistent=False)
+        if c.place_features:
+            self.place_mlp = _mlp(sum(d for _, d in c.place_features), c.hidden_dim, c.embed_dim, c.dropout)
+            self.log_alpha_node = nn.Parameter(torch.zeros(()))
+
+        if c.attention:
+            self.attn = nn.ModuleList(ChunkedCrossAttention(c.embed_dim, c.attn_heads, c.attn_chunk)
+                                      for _ in range(NUM_LEVELS))
+            self.fuse = _mlp(NUM_LEVELS * c.embed_dim, c.embed_dim, c.embed_dim, 0.0)
+            nn.init.zeros_(self.fuse[-1].weight)  # start as the identity: v + 0
+            nn.init.zeros_(self.fuse[-1].bias)
+
+        self.criterion = GeoWeightedLoss(c.kernel, c.tau_init, c.lambda_init, c.sigma_init_km,
+                                         c.betas, c.loss_chunk)
+        self._cache: list[torch.Tensor] | None = None
+
+    # ---- geometry --------------------------------------------------------------------
+    @property
+    def curvature(self) -> torch.Tensor:
+        lo, hi = self.config.curvature_range
+        return self.log_curvature.exp().clamp(lo, hi)
+
+    @property
+    def geometry(self) -> Geometry:
+        K = self.curvature if self.config.learn_curvature else float(self.config.curvature)
+        return Geometry(self.config.geometry, K)
+
+    @property
+    def manifold_anchors(self) -> bool:
+        return self.config.geometry == "lorentz" and not self.config.learn_curvature
+
+    def _init_anchors(self, gen: torch.Generator) -> None:
+        """Anchors start in the direction of a fixed random projection of the place's
+        position on the globe (nearby places start nearby), at a distance from the origin
+        that grows with the level (countries near the centre, cities near the rim)."""
+        c = self.config
+        proj = torch.randn(3, c.embed_dim, generator=gen, dtype=torch.float64)  # (3, D)
+        for lv in range(NUM_LEVELS):
+            ll = getattr(self, f"latlon_{lv}").double()
+            lat, lon = torch.deg2rad(ll[:, 0]), torch.deg2rad(ll[:, 1])
+            xyz = torch.stack([lat.cos() * lon.cos(), lat.cos() * lon.sin(), lat.sin()], -1)  # (N, 3)
+            direction = xyz @ proj + 0.05 * torch.randn(len(ll), c.embed_dim, generator=gen, dtype=torch.float64)
+            t = (direction / direction.norm(dim=-1, keepdim=True) * c.anchor_norms[lv]).float()  # (N, D)
+            if self.manifold_anchors:
+                import geoopt
+
+                param = geoopt.ManifoldParameter(L.exp0(t, c.curvature), manifold=geoopt.Lorentz(k=c.curvature))
+            else:
+                param = nn.Parameter(t)
+            self.register_parameter(f"anchor_{lv}", param)
+
+    # ---- places ----------------------------------------------------------------------
+    def place_latlon(self, level: int) -> torch.Tensor:
+        return getattr(self, f"latlon_{level}")
+
+    def anchor_tangent(self, level: int) -> torch.Tensor:
+        a = getattr(self, f"anchor_{level}")
+        return L.log0(a, self.config.curvature) if self.manifold_anchors else a
+
+    def place_tangents(self, level: int) -> torch.Tensor:
+        """Tangent vectors of every place of a level: () -> (N_l, D)."""
+        t = self.anchor_tangent(level)
+        if self.feature_names:
+            f = torch.cat([getattr(self, f"feat_{n}_{level}") for n in self.feature_names], dim=-1)  # (N, sum dims)
+            t = t + self.log_alpha_node.exp() * self.place_mlp(f)
+        return t
+
+    def encode_places(self) -> list[torch.Tensor]:
+        """Tangents of all levels (recomputed; use place_cache() at inference)."""
+        return [self.place_tangents(lv) for lv in range(NUM_LEVELS)]
+
+    @torch.no_grad()
+    def place_cache(self) -> list[torch.Tensor]:
+        """Places' tangents, computed once in eval mode and kept until train() or reload."""
+        if self._cache is None:
+            was = self.training
+            self.eval()
+            self._cache = self.encode_places()
+            self.train(was)
+        return self._cache
+
+    def place_points(self, tangents: list[torch.Tensor] | None = None) -> list[torch.Tensor]:
+        tangents = tangents if tangents is not None else self.place_cache()
+        geom = self.geometry
+        return [geom.to_point(t) for t in tangents]
+
+    def train(self, mode: bool = True):
+        if mode:
+            self._cache = None
+        return super().train(mode)
+
+    def _apply(self, fn, recurse=True):
+        self._cache = None  # device or dtype moves invalidate the cache
+        return super()._apply(fn, recurse)
+
+    # ---- photos ----------------------------------------------------------------------
+    def photo_tangent(self, feats: torch.Tensor, place_tangents: list[torch.Tensor] | None = None) -> torch.Tensor:
+        """feats (B, F) -> (B, D), attention included."""
+        v = self.log_alpha_img.exp() * self.photo_mlp(feats.float())  # (B, D)
+        if self.config.attention:
+            keys = place_tangents if place_tangents is not None else self.place_cache()
+            ctx = torch.cat([attn(v, k) for attn, k in zip(self.attn, keys)], dim=-1)  # (B, 4D)
+            v = v + self.fuse(ctx)
+        return v
+
+    def forward(self, feats: torch.Tensor, place_tangents: list[torch.Tensor] | None = None) -> torch.Tensor:
+        """Photo points: feats (B, F) -> (B, p). Pass place_tangents from encode_places()
+        when training so that gradients reach the places through attention."""
+        with torch.autocast(device_type=feats.device.type, enabled=False):
+            return self.geometry.to_point(self.photo_tangent(feats, place_tangents))
+
+    def loss(self, z: torch.Tensor, place_points: list[torch.Tensor], targets: torch.Tensor,
+             photo_latlon: torch.Tensor):
+        """GWH-InfoNCE over all levels: z (B, p), targets (B, 4) local indices (-1: skip)."""
+        with torch.autocast(device_type=z.device.type, enabled=False):
+            return self.criterion(self.geometry, z.float(), [p.float() for p in place_points], targets,
+                                  photo_latlon.float(), [self.place_latlon(lv) for lv in range(NUM_LEVELS)])
+
+    # ---- bookkeeping -----------------------------------------------------------------
+    def place_feature_tensors(self) -> dict[str, torch.Tensor]:
+        """The fixed place inputs, for saving next to the weights."""
+        return {f"feat_{n}_{lv}": getattr(self, f"feat_{n}_{lv}") for n in self.feature_names
+                for lv in range(NUM_LEVELS)}
+
+
+def level_latlon(table) -> list[np.ndarray]:
+    """Per level (N_l, 2) centroids of a PlaceTable, in the table's level order."""
+    out = []
+    for lv in range(NUM_LEVELS):
+        sl = table.level_slice(lv)
+        out.append(np.stack([table.lat_deg[sl], table.lon_deg[sl]], axis=1).astype(np.float32))
+    return out

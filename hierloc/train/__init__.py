@@ -1,0 +1,1 @@
+"""Training: optimisers, the loop, checkpoints."""

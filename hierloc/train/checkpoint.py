@@ -1,0 +1,174 @@
+"""Checkpoint folders: save and load a HierLoc model with the places it was trained on.
+
+A checkpoint is a folder (or a Hugging Face model repo with the same files):
+
+    config.json                 format version, every ModelConfig argument, the curvature
+                                convention, backbone name and tag, place-table hash
+    model.safetensors           trainable tensors only (never the frozen backbone)
+    places.parquet              the place table the model was trained with
+    place_features.safetensors  fixed per-place inputs (mean photo, text, location
+                                features), present when the model uses them
+
+Nothing is unpickled: safetensors, parquet and JSON only.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import re
+import shutil
+import time
+from pathlib import Path
+
+import torch
+
+from hierloc import __version__
+from hierloc.geo.places import PlaceTable
+from hierloc.model.config import CURVATURE_CONVENTION, ModelConfig
+from hierloc.model.hierloc import HierLoc, level_latlon
+
+log = logging.getLogger(__name__)
+
+FORMAT = "hierloc-checkpoint"
+FORMAT_VERSION = 1
+CHECKPOINT_FILES = ["config.json", "model.safetensors", "places.parquet", "place_features.safetensors"]
+
+
+REPO_ID = re.compile(r"[A-Za-z0-9][\w.-]*/[A-Za-z0-9][\w.-]*")
+"""What a Hugging Face repo id looks like ("owner/name"); anything else is a local path."""
+
+
+class CheckpointError(Exception):
+    """A checkpoint that cannot be used, with a message for a person."""
+
+
+def trainable_state(model: torch.nn.Module) -> dict[str, torch.Tensor]:
+    """Trainable tensors by name, as plain contiguous CPU tensors."""
+    return {n: p.detach().cpu().contiguous().as_subclass(torch.Tensor)
+            for n, p in model.named_parameters() if p.requires_grad}
+
+
+def save_checkpoint(model: HierLoc, places: PlaceTable, folder: str | Path, extra: dict | None = None) -> Path:
+    """Write a checkpoint folder atomically (a temporary folder renamed into place)."""
+    from safetensors.torch import save_file
+
+    folder = Path(folder)
+    counts = tuple(places.counts().values())
+    if counts != model.config.num_places:
+        raise CheckpointError(f"the place table has {counts} places per level but the model "
+                              f"was built for {model.config.num_places}")
+    tmp = folder.with_name(folder.name + f".tmp-{os.getpid()}")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    meta = {
+        "format": FORMAT, "format_version": FORMAT_VERSION, "hierloc_version": __version__,
+        "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "model": model.config.to_dict(),
+        "curvature_convention": CURVATURE_CONVENTION,
+        "backbone": {"name": model.config.backbone, "tag": model.config.backbone_tag},
+        "places": {"hash": places.content_hash(), "source": places.source, "counts": places.counts()},
+        **(extra or {}),
+    }
+    (tmp / "config.json").write_text(json.dumps(meta, indent=2))
+    save_file(trainable_state(model), str(tmp / "model.safetensors"))
+    feats = model.place_feature_tensors()
+    if feats:
+        save_file({k: v.detach().cpu().half().contiguous() for k, v in feats.items()},
+                  str(tmp / "place_features.safetensors"))
+    places.save(tmp / "places.parquet")
+    if folder.exists():
+        old = folder.with_name(folder.name + f".old-{os.getpid()}")
+        folder.rename(old)
+        tmp.rename(folder)
+        shutil.rmtree(old)
+    else:
+        tmp.rename(folder)
+    return folder
+
+
+def resolve_checkpoint(source: str | Path, revision: str | None = None) -> Path:
+    """A local folder, or a Hugging Face repo id ("owner/name") downloaded to the hub cache."""
+    path = Path(source).expanduser()
+    if path.is_dir():
+        return path
+    text = str(source)
+    if not REPO_ID.fullmatch(text):
+        raise CheckpointError(f"checkpoint folder {source} does not exist")
+    from huggingface_hub import snapshot_download
+
+    try:
+        return Path(snapshot_download(repo_id=text, revision=revision, allow_patterns=CHECKPOINT_FILES))
+    except Exception as exc:  # offline, missing repo, no permission: say which and what to do
+        raise CheckpointError(
+            f"could not fetch the checkpoint {text!r} from the Hugging Face hub "
+            f"({type(exc).__name__}: {exc}). With no internet, fetch it on a machine that has "
+            f"it (`python -m hierloc download {text}`) and copy the folder, or pass a local folder."
+        ) from None
+
+
+def read_config(folder: Path) -> dict:
+    path = folder / "config.json"
+    if not path.exists():
+        raise CheckpointError(f"{folder} is not a HierLoc checkpoint: it has no config.json")
+    try:
+        meta = json.loads(path.read_text())
+    except json.JSONDecodeError as exc:
+        raise CheckpointError(f"{path} is not valid JSON: {exc}") from None
+    if meta.get("format") != FORMAT:
+        raise CheckpointError(f"{path} is not a HierLoc checkpoint config (format {meta.get('format')!r})")
+    if meta.get("format_version") != FORMAT_VERSION:
+        raise CheckpointError(f"{path} has format version {meta.get('format_version')}; this HierLoc "
+                              f"reads version {FORMAT_VERSION}")
+    return meta
+
+
+def load_checkpoint(source: str | Path, places: PlaceTable | None = None, device: str | torch.device = "cpu",
+                    revision: str | None = None) -> tuple[HierLoc, PlaceTable, dict]:
+    """Load (model in eval mode, its place table, config.json) from a folder or repo id.
+
+    If ``places`` is given it must be the table the model was trained with (same hash).
+    """
+    from safetensors.torch import load_file
+
+    folder = resolve_checkpoint(source, revision)
+    meta = read_config(folder)
+    try:
+        config = ModelConfig.from_dict(meta["model"])
+    except (TypeError, ValueError) as exc:
+        raise CheckpointError(f"{folder}/config.json does not describe a valid model: {exc}") from None
+    table = PlaceTable.load(folder / "places.parquet")
+    want = meta["places"]["hash"]
+    if table.content_hash() != want:
+        raise CheckpointError(f"{folder}/places.parquet has hash {table.content_hash()[:12]}, but "
+                              f"config.json says the model was trained on {want[:12]}")
+    if places is not None and places.content_hash() != want:
+        raise CheckpointError(
+            f"place table mismatch: the checkpoint was trained on places {want[:12]} "
+            f"({meta['places'].get('source')}, {meta['places'].get('counts')}), the given table is "
+            f"{places.content_hash()[:12]} ({places.source}, {places.counts()})")
+    feats = {}
+    feat_path = folder / "place_features.safetensors"
+    if config.place_features:
+        if not feat_path.exists():
+            raise CheckpointError(f"{folder} lacks place_features.safetensors, which its config needs")
+        raw = load_file(str(feat_path))
+        for name, _ in config.place_features:
+            feats[name] = [raw[f"feat_{name}_{lv}"].float() for lv in range(4)]
+    model = HierLoc(config, [torch.from_numpy(a) for a in level_latlon(table)], feats)
+    state = load_file(str(folder / "model.safetensors"))
+    expected = dict(model.named_parameters())
+    missing = sorted(set(expected) - set(state))
+    unexpected = sorted(set(state) - set(expected))
+    wrong = sorted(n for n in set(state) & set(expected) if state[n].shape != expected[n].shape)
+    if missing or unexpected or wrong:
+        detail = "; ".join(f"{label}: {names[:6]}{'...' if len(names) > 6 else ''}" for label, names in
+                           (("missing in file", missing), ("not in model", unexpected),
+                            ("shape differs", [f"{n} file {tuple(state[n].shape)} vs model {tuple(expected[n].shape)}" for n in wrong]))
+                           if names)
+        raise CheckpointError(f"{folder}/model.safetensors does not match its config.json: {detail}")
+    with torch.no_grad():
+        for n, p in expected.items():
+            p.copy_(state[n])
+    return model.to(device).eval(), table, meta

@@ -121,6 +121,33 @@ def cmd_places_lookup(args) -> int:
 
 
 # ---------------------------------------------------------------------------------------
+# bench
+# ---------------------------------------------------------------------------------------
+def cmd_bench_search(args) -> int:
+    import torch
+
+    from hierloc.bench import PAPER_SIZES, bench_search
+
+    if args.device.startswith("cuda") and not torch.cuda.is_available():
+        raise CommandError("--device cuda was asked for, but no CUDA device is available")
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    sizes = PAPER_SIZES
+    if args.offline_sizes:
+        from hierloc.geo.places import default_places
+
+        sizes = tuple(default_places().counts().values())
+    res = bench_search(sizes=sizes, dim=args.dim, beam=args.beam, batch=args.batch,
+                       repeats=args.repeats, device=args.device, flat=not args.no_flat)
+    if args.json:
+        print(json.dumps(res, indent=2))
+    else:
+        for k, v in res.items():
+            print(f"{k:>20}: {v}")
+    return 0
+
+
+# ---------------------------------------------------------------------------------------
 # parser
 # ---------------------------------------------------------------------------------------
 def build_parser() -> argparse.ArgumentParser:
@@ -155,6 +182,20 @@ def build_parser() -> argparse.ArgumentParser:
     lk.add_argument("--json", action="store_true")
     lk.add_argument("--places", metavar="FILE", help="a place table (default: the shipped one)")
     lk.set_defaults(func=cmd_places_lookup)
+
+    bench = sub.add_parser("bench", help="measure speed")
+    bsub = bench.add_subparsers(dest="bench_command", metavar="WHAT", required=True)
+    bs = bsub.add_parser("search", help="beam-search throughput over 244k places (the paper's size)")
+    bs.add_argument("--json", action="store_true")
+    bs.add_argument("--device", default="cpu", help="cpu or cuda")
+    bs.add_argument("--beam", type=int, default=10)
+    bs.add_argument("--dim", type=int, default=128)
+    bs.add_argument("--batch", type=int, default=1024)
+    bs.add_argument("--repeats", type=int, default=5)
+    bs.add_argument("--threads", type=int, default=0, help="torch CPU threads (default: torch's)")
+    bs.add_argument("--offline-sizes", action="store_true", help="use the offline hierarchy's level sizes")
+    bs.add_argument("--no-flat", action="store_true", help="skip the flat (full scan) search")
+    bs.set_defaults(func=cmd_bench_search)
     return parser
 
 

@@ -50,6 +50,21 @@ class Hierarchy:
             parents.append(torch.as_tensor(table.parent[sl] - starts[lv - 1], dtype=torch.long, device=device))
         return cls(sizes, tuple(offsets), tuple(index), tuple(parents))
 
+    @classmethod
+    def from_parents(cls, parents: list, device=None) -> "Hierarchy":
+        """From parent arrays: parents[l] (N_l,) local index in level l-1, l = 1..3,
+        plus the country count as parents[0] = N_0 (an int)."""
+        sizes = [int(parents[0])] + [len(p) for p in parents[1:]]
+        offsets, index, par = [], [], [torch.zeros(0, dtype=torch.long, device=device)]
+        for lv in range(1, NUM_LEVELS):
+            p = torch.as_tensor(parents[lv], dtype=torch.long)
+            order = torch.argsort(p, stable=True)
+            counts = torch.bincount(p, minlength=sizes[lv - 1])
+            offsets.append(torch.cat([torch.zeros(1, dtype=torch.long), torch.cumsum(counts, 0)]).to(device))
+            index.append(order.to(device))
+            par.append(p.to(device))
+        return cls(tuple(sizes), tuple(offsets), tuple(index), tuple(par))
+
     def to(self, device) -> "Hierarchy":
         return Hierarchy(self.sizes, *(tuple(t.to(device) for t in group)
                                        for group in (self.child_offsets, self.child_index, self.parents)))

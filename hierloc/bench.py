@@ -1,0 +1,90 @@
+"""Benchmarks shared by benchmarks/*.py and `python -m hierloc bench ...`."""
+
+from __future__ import annotations
+
+import platform
+import statistics
+import time
+
+import numpy as np
+import torch
+
+from hierloc.infer.beam import Hierarchy, beam_search, flat_search
+from hierloc.model.geometry import Geometry
+
+PAPER_SIZES = (233, 4946, 29214, 209894)
+"""Places per level of the paper's OSV-5M hierarchy (244,287 in all)."""
+
+
+def synthetic_tree(sizes=PAPER_SIZES, seed=0) -> Hierarchy:
+    """A random tree with the given level sizes (every parent gets at least one child)."""
+    rng = np.random.default_rng(seed)
+    parents = [sizes[0]]
+    for lv in range(1, 4):
+        n_par, n = sizes[lv - 1], sizes[lv]
+        p = np.concatenate([np.arange(n_par), rng.integers(0, n_par, n - n_par)])
+        parents.append(np.sort(p))
+    return Hierarchy.from_parents(parents)
+
+
+def hierarchical_points(tree: Hierarchy, dim: int, geom: Geometry, seed=0, device="cpu"):
+    """Tangents that follow the tree: a child is its parent plus a smaller step, so deeper
+    places sit farther from the origin. Returns per-level points (N_l, p)."""
+    g = torch.Generator().manual_seed(seed)
+    steps = (1.0, 0.6, 0.35, 0.2)
+    t = [torch.randn(tree.sizes[0], dim, generator=g) * steps[0]]
+    for lv in range(1, 4):
+        t.append(t[-1][tree.parents[lv]] + torch.randn(tree.sizes[lv], dim, generator=g) * steps[lv] / dim ** 0.5 * 4)
+    return [geom.to_point(x).to(device) for x in t], t
+
+
+def device_name(device: str) -> str:
+    if device.startswith("cuda"):
+        return torch.cuda.get_device_name(torch.device(device))
+    return f"cpu ({platform.machine()}, {torch.get_num_threads()} threads)"
+
+
+def bench_search(sizes=PAPER_SIZES, dim=128, beam=10, batch=1024, single_runs=200, repeats=5,
+                 device="cpu", flat=True, seed=0) -> dict:
+    """Queries/s (batched) and single-query latency, beam and flat."""
+    tree = synthetic_tree(sizes, seed).to(device)
+    geom = Geometry("lorentz", 1.0)
+    pts, tangents = hierarchical_points(synthetic_tree(sizes, seed), dim, geom, seed, device)
+    g = torch.Generator().manual_seed(seed + 1)
+    city_t = tangents[3][torch.randint(0, sizes[3], (max(batch, single_runs),), generator=g)]
+    queries = geom.to_point(city_t + 0.05 * torch.randn(city_t.shape, generator=g)).to(device)
+
+    def sync():
+        if device.startswith("cuda"):
+            torch.cuda.synchronize()
+
+    def run(fn, q):
+        with torch.inference_mode():
+            out = fn(geom, q, pts, tree, beam) if fn is beam_search else fn(geom, q, pts, tree, k=beam)
+        sync()
+        return out
+
+    res = {"places": int(sum(sizes)), "levels": list(sizes), "dim": dim, "beam": beam,
+           "batch": batch, "device": device_name(device), "repeats": repeats}
+    for name, fn in [("beam", beam_search)] + ([("flat", flat_search)] if flat else []):
+        run(fn, queries[:batch])  # warm-up
+        times = []
+        for _ in range(repeats):
+            t0 = time.perf_counter()
+            run(fn, queries[:batch])
+            times.append(time.perf_counter() - t0)
+        qps = batch / statistics.median(times)
+        lat = []
+        for i in range(single_runs):
+            t0 = time.perf_counter()
+            run(fn, queries[i:i + 1])
+            lat.append((time.perf_counter() - t0) * 1000)
+        key = "" if name == "beam" else "flat_"
+        res[f"{key}batched_qps"] = round(qps, 1)
+        res[f"{key}single_query_ms"] = round(statistics.median(lat), 3)
+    # agreement: how often beam finds flat's nearest city on this data
+    with torch.inference_mode():
+        b = beam_search(geom, queries[:batch], pts, tree, beam).best[:, 3]
+        f = flat_search(geom, queries[:batch], pts, tree, k=1).best[:, 3]
+    res["beam_equals_flat"] = round(float((b == f).float().mean()), 4)
+    return res

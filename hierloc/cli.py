@@ -133,7 +133,13 @@ def cmd_bench_search(args) -> int:
     if args.threads:
         torch.set_num_threads(args.threads)
     sizes = PAPER_SIZES
-    if args.offline_sizes:
+    if args.levels:
+        try:
+            sizes = tuple(int(v) for v in args.levels.split(","))
+            assert len(sizes) == 4 and all(a <= b for a, b in zip(sizes, sizes[1:]))
+        except (ValueError, AssertionError):
+            raise CommandError("--levels needs 4 growing counts, e.g. 10,50,200,1000") from None
+    elif args.offline_sizes:
         from hierloc.geo.places import default_places
 
         sizes = tuple(default_places().counts().values())
@@ -194,6 +200,7 @@ def build_parser() -> argparse.ArgumentParser:
     bs.add_argument("--repeats", type=int, default=5)
     bs.add_argument("--threads", type=int, default=0, help="torch CPU threads (default: torch's)")
     bs.add_argument("--offline-sizes", action="store_true", help="use the offline hierarchy's level sizes")
+    bs.add_argument("--levels", help="places per level, e.g. 233,4946,29214,209894 (default: the paper's)")
     bs.add_argument("--no-flat", action="store_true", help="skip the flat (full scan) search")
     bs.set_defaults(func=cmd_bench_search)
     return parser

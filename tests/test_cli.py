@@ -51,3 +51,11 @@ def test_places_lookup_csv(tmp_path):
         assert f"{level}_key" in df and f"{level}_name" in df
     assert df["iso_a2"].tolist() == ["JP", "", "AU"]
     assert df["city_name"][2] == "Sydney"
+
+
+def test_bench_search_json_keys():
+    out = run("bench", "search", "--json", "--levels", "5,20,60,300", "--batch", "64", "--repeats", "1")
+    assert out.returncode == 0, out.stderr
+    res = json.loads(out.stdout)
+    assert {"places", "dim", "beam", "batched_qps", "single_query_ms", "device"} <= res.keys()
+    assert res["places"] == 385 and res["dim"] == 128 and res["batched_qps"] > 0

@@ -121,6 +121,117 @@ def cmd_places_lookup(args) -> int:
 
 
 # ---------------------------------------------------------------------------------------
+# train / eval / data
+# ---------------------------------------------------------------------------------------
+def cmd_train(args) -> int:
+    from hierloc.train.config import TrainConfig
+    from hierloc.train.loop import train
+
+    overrides = list(args.set or [])
+    if args.synthetic:
+        overrides.insert(0, "data=synthetic")
+    if args.out:
+        overrides.append(f"out={json.dumps(args.out)}")
+    if args.minutes is not None:
+        overrides.append(f"minutes={args.minutes}")
+    try:
+        cfg = TrainConfig.load(args.config, overrides)
+    except (ValueError, FileNotFoundError) as exc:
+        raise CommandError(str(exc)) from None
+    folder = train(cfg)
+    print(json.dumps({"checkpoint": str(folder)}))
+    return 0
+
+
+def cmd_eval(args) -> int:
+    from hierloc.eval.metrics import markdown_table
+    from hierloc.train.checkpoint import CheckpointError, load_checkpoint
+
+    if args.images:
+        from hierloc.eval.folder import evaluate_folder
+
+        res = evaluate_folder(args.images, args.labels, model=args.model or args.checkpoint,
+                              beam=args.beam)
+        _print_eval(res, args, {"HierLoc (" + res["profile"] + ")": res})
+        return 0
+    if not args.checkpoint:
+        raise CommandError("give --checkpoint DIR (or --images DIR --labels CSV)")
+    try:
+        model, table, meta = load_checkpoint(args.checkpoint)
+    except CheckpointError as exc:
+        raise CommandError(str(exc)) from None
+    if args.synthetic:
+        from hierloc.data.synthetic import GeoSynthConfig, make_geosynth
+        from hierloc.eval.evaluate import baseline_metrics, evaluate_photos
+
+        synth = meta["model"].get("extra", {}).get("geosynth")
+        if synth is None:
+            raise CommandError(f"{args.checkpoint} was not trained on GeoSynth")
+        train_set, test_set = make_geosynth(GeoSynthConfig(**synth))
+        res = evaluate_photos(model, table, test_set, beam=args.beam, search=args.search)
+        res["search"], res["beam"] = args.search, args.beam
+        res["baselines"] = baseline_metrics(table, train_set, test_set)
+        rows = {f"HierLoc ({args.search})": res, **{f"baseline: {k}": v for k, v in res["baselines"].items()}}
+        _print_eval(res, args, rows)
+        return 0
+    from hierloc.eval.osv5m import evaluate_osv5m
+
+    res = evaluate_osv5m(model, table, args.root, args.split, args.features, beam=args.beam, search=args.search,
+                         limit=args.limit)
+    _print_eval(res, args, {f"HierLoc ({args.search})": res})
+    return 0
+
+
+def _print_eval(res: dict, args, rows: dict) -> None:
+    from hierloc.eval.metrics import markdown_table
+
+    table = markdown_table(rows)
+    if args.out:
+        out = Path(args.out)
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "eval.json").write_text(json.dumps(res, indent=2))
+        (out / "eval.md").write_text(table + "\n")
+    print(json.dumps(res, indent=2) if args.json else table)
+
+
+def cmd_features_extract(args) -> int:
+    import os
+
+    from hierloc.data.features import FeatureCache
+    from hierloc.data.osv5m import OSV5M
+    from hierloc.model.backbones import BackboneUnavailable, load_backbone
+
+    workers = args.workers or int(os.environ.get("WORLD_SIZE", "1"))
+    worker = args.worker if args.worker is not None else int(os.environ.get("RANK", "0"))
+    ds = OSV5M(args.root, args.split, limit=args.limit, countries=args.countries)
+    if workers > 1:  # each worker takes every workers-th photo, into its own sub-folder
+        ds.rows = ds.rows.iloc[worker::workers].reset_index(drop=True)
+    out = Path(args.out) / (f"worker-{worker:03d}" if workers > 1 else "")
+    cache = FeatureCache(out)
+    try:
+        backbone = load_backbone(args.backbone, args.device)
+    except BackboneUnavailable as exc:
+        raise CommandError(str(exc)) from None
+    done = cache.done_ids()
+    man = cache.extract(backbone, ds.iter_photos(skip=done), total=len(ds) - len(done & set(ds.rows["id"])),
+                        shard_size=args.shard_size, batch_size=args.batch_size)
+    print(json.dumps({"out": str(out), "photos": sum(len(s["ids"]) for s in man["shards"]),
+                      "failed": len(man["failed"]), "bytes": cache.size_bytes()}))
+    return 0
+
+
+def cmd_data_download(args) -> int:
+    from hierloc.data.osv5m import DatasetUnavailable, download
+
+    try:
+        root = download(args.root, args.split, args.shards)
+    except DatasetUnavailable as exc:
+        raise CommandError(str(exc)) from None
+    print(json.dumps({"root": str(root)}))
+    return 0
+
+
+# ---------------------------------------------------------------------------------------
 # bench
 # ---------------------------------------------------------------------------------------
 def cmd_bench_search(args) -> int:
@@ -188,6 +299,54 @@ def build_parser() -> argparse.ArgumentParser:
     lk.add_argument("--json", action="store_true")
     lk.add_argument("--places", metavar="FILE", help="a place table (default: the shipped one)")
     lk.set_defaults(func=cmd_places_lookup)
+
+    tr = sub.add_parser("train", help="train a HierLoc model (GeoSynth or OSV-5M features)")
+    tr.add_argument("--config", metavar="FILE", help="a JSON or TOML TrainConfig")
+    tr.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a setting (repeatable)")
+    tr.add_argument("--synthetic", action="store_true", help="train on GeoSynth (runs anywhere)")
+    tr.add_argument("--out", metavar="DIR", help="run folder")
+    tr.add_argument("--minutes", type=float, help="wall-clock budget")
+    tr.set_defaults(func=cmd_train)
+
+    ev = sub.add_parser("eval", help="benchmark metrics of a checkpoint")
+    ev.add_argument("--checkpoint", metavar="DIR", help="checkpoint folder or hub repo id")
+    ev.add_argument("--synthetic", action="store_true", help="evaluate on the GeoSynth test split")
+    ev.add_argument("--split", default="test", choices=["train", "test"])
+    ev.add_argument("--root", metavar="DIR", help="local OSV-5M copy")
+    ev.add_argument("--features", metavar="DIR", help="feature cache of the split (else extracted)")
+    ev.add_argument("--limit", type=int)
+    ev.add_argument("--images", metavar="DIR", help="a folder of photos to evaluate")
+    ev.add_argument("--labels", metavar="CSV", help="labels for --images: file, latitude, longitude[, places]")
+    ev.add_argument("--model", help="model for --images (path, repo id or profile)")
+    ev.add_argument("--search", choices=["beam", "flat"], default="beam")
+    ev.add_argument("--beam", type=int, default=10)
+    ev.add_argument("--json", action="store_true")
+    ev.add_argument("--out", metavar="DIR", help="also write eval.json and eval.md here")
+    ev.set_defaults(func=cmd_eval)
+
+    feat = sub.add_parser("features", help="frozen-backbone feature cache")
+    fsub = feat.add_subparsers(dest="features_command", metavar="ACTION", required=True)
+    fx = fsub.add_parser("extract", help="extract features of an OSV-5M split (resumable)")
+    fx.add_argument("--root", required=True, metavar="DIR")
+    fx.add_argument("--split", default="train", choices=["train", "test"])
+    fx.add_argument("--backbone", default="efficientnet-lite0")
+    fx.add_argument("--out", required=True, metavar="DIR")
+    fx.add_argument("--limit", type=int)
+    fx.add_argument("--countries", nargs="*", metavar="CC")
+    fx.add_argument("--device", default="cpu")
+    fx.add_argument("--batch-size", type=int, default=64)
+    fx.add_argument("--shard-size", type=int, default=4096)
+    fx.add_argument("--workers", type=int, default=0, help="split the work in N parts (torchrun sets it)")
+    fx.add_argument("--worker", type=int, help="which part this process does (0..N-1)")
+    fx.set_defaults(func=cmd_features_extract)
+
+    data = sub.add_parser("data", help="datasets")
+    dsub = data.add_subparsers(dest="data_command", metavar="ACTION", required=True)
+    dd = dsub.add_parser("download", help="download OSV-5M from the Hugging Face hub")
+    dd.add_argument("--root", required=True, metavar="DIR")
+    dd.add_argument("--split", default="test", choices=["train", "test"])
+    dd.add_argument("--shards", type=int, nargs="*", help="image shard numbers (default: all)")
+    dd.set_defaults(func=cmd_data_download)
 
     bench = sub.add_parser("bench", help="measure speed")
     bsub = bench.add_subparsers(dest="bench_command", metavar="WHAT", required=True)

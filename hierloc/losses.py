@@ -22,9 +22,11 @@ import torch
 from torch import nn
 from torch.utils.checkpoint import checkpoint
 
-from hierloc.geo.distance import haversine_km
+from hierloc.geo.distance import EARTH_RADIUS_KM
 
 KERNELS = ("laplace", "gaussian", "none")
+CHECKPOINT_ABOVE = 64 * 2**20
+"""(photos x places) above which loss chunks are recomputed in backward (memory bound)."""
 TAU_MIN = 1e-3
 """Lower clamp on tau: below it logits of squared distances overflow float32."""
 
@@ -78,16 +80,18 @@ class GeoWeightedLoss(nn.Module):
         """
         tau = self.tau
         pos_logit = -geometry.sq_dist(z, places[target]) / tau  # (B,)
+        photo_xyz, place_xyz = _unit_xyz(photo_latlon), _unit_xyz(place_latlon)  # (B, 3), (N, 3)
+        # Checkpoint chunks (recompute them in backward) only when keeping every chunk's
+        # activations would cost more than CHECKPOINT_ABOVE floats.
+        remat = torch.is_grad_enabled() and (z.requires_grad or places.requires_grad) \
+            and z.shape[0] * places.shape[0] > CHECKPOINT_ABOVE
         lses = []
         for start in range(0, places.shape[0], self.chunk):
             stop = min(start + self.chunk, places.shape[0])
-            args = (z, places[start:stop], place_latlon[start:stop], photo_latlon, target,
+            args = (z, places[start:stop], place_xyz[start:stop], photo_xyz, target,
                     tau, self.log_lambda, self.log_sigma)
             fn = _ChunkLSE(self, geometry, start)
-            if torch.is_grad_enabled() and (z.requires_grad or places.requires_grad):
-                lses.append(checkpoint(fn, *args, use_reentrant=False))
-            else:
-                lses.append(fn(*args))
+            lses.append(checkpoint(fn, *args, use_reentrant=False) if remat else fn(*args))
         neg_lse = torch.logsumexp(torch.stack(lses, dim=1), dim=1)  # (B,)
         return torch.logaddexp(pos_logit, neg_lse) - pos_logit
 
@@ -109,17 +113,32 @@ class GeoWeightedLoss(nn.Module):
         return total, per_level
 
 
+def _unit_xyz(latlon_deg: torch.Tensor) -> torch.Tensor:
+    """(N, 2) degrees -> (N, 3) unit vectors."""
+    lat, lon = torch.deg2rad(latlon_deg[:, 0]), torch.deg2rad(latlon_deg[:, 1])
+    return torch.stack([lat.cos() * lon.cos(), lat.cos() * lon.sin(), lat.sin()], dim=-1)
+
+
+def chord_km(a_xyz: torch.Tensor, b_xyz: torch.Tensor) -> torch.Tensor:
+    """Great-circle km between all pairs of unit vectors: (B, 3), (N, 3) -> (B, N).
+
+    The same distance as haversine_km, through one matrix product: |a - b|^2 = 2 - 2 a.b,
+    d = 2R asin(|a - b| / 2). In float32 it is good to about 0.1 km, plenty for weights.
+    """
+    sq = (2.0 - 2.0 * a_xyz @ b_xyz.T).clamp_min(0.0)  # rounding can dip below 0
+    return 2.0 * EARTH_RADIUS_KM * torch.asin((sq.sqrt() / 2.0).clamp_max(1.0))
+
+
 class _ChunkLSE:
     """logsumexp over one chunk of negatives (the positive masked out): -> (B,)."""
 
     def __init__(self, loss: GeoWeightedLoss, geometry, start: int):
         self.loss, self.geometry, self.start = loss, geometry, start
 
-    def __call__(self, z, places, place_latlon, photo_latlon, target, tau, log_lambda, log_sigma):
+    def __call__(self, z, places, place_xyz, photo_xyz, target, tau, log_lambda, log_sigma):
         logits = -self.geometry.sq_dist_matrix(z, places) / tau  # (B, C)
         if self.loss.geo_weighting:
-            g = haversine_km(photo_latlon[:, None, 0], photo_latlon[:, None, 1],
-                             place_latlon[None, :, 0], place_latlon[None, :, 1])  # (B, C) km
+            g = chord_km(photo_xyz, place_xyz)  # (B, C) great-circle km
             x = g / log_sigma.exp()
             k = torch.exp(-x) if self.loss.kernel == "laplace" else torch.exp(-x * x)
             logits = logits + torch.log1p(log_lambda.exp() * k)

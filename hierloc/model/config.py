@@ -23,7 +23,6 @@ class ModelConfig:
     geometry: str = "lorentz"          # lorentz | euclidean (ablation)
     attention: bool = True             # cross-level attention fusion on|off (ablation)
     attn_heads: int = 8
-    attn_chunk: int = 32768            # keys per attention chunk (memory bound)
     curvature: float = 1.0             # K: curvature is -1/K
     learn_curvature: bool = False
     curvature_range: tuple = (0.1, 10.0)   # clamp for a learned K

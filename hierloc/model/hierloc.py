@@ -21,7 +21,6 @@ import math
 import numpy as np
 import torch
 from torch import nn
-from torch.utils.checkpoint import checkpoint
 
 from hierloc.losses import GeoWeightedLoss
 from hierloc.manifold import lorentz as L
@@ -35,44 +34,25 @@ def _mlp(d_in: int, d_hidden: int, d_out: int, dropout: float) -> nn.Sequential:
     return nn.Sequential(nn.Linear(d_in, d_hidden), nn.GELU(), nn.Dropout(dropout), nn.Linear(d_hidden, d_out))
 
 
-class ChunkedCrossAttention(nn.Module):
-    """Multi-head attention of B queries over N keys, N processed in chunks with an
-    online softmax (memory (B, heads, chunk)), each chunk checkpointed when training."""
+class CrossAttention(nn.Module):
+    """Multi-head attention of B queries (photos) over N keys/values (a level's places).
 
-    def __init__(self, dim: int, heads: int, chunk: int):
+    Uses torch's fused scaled_dot_product_attention, which never materialises the
+    (B, N) score matrix on CPU or GPU, so a whole city level fits."""
+
+    def __init__(self, dim: int, heads: int):
         super().__init__()
-        self.heads, self.head_dim, self.chunk = heads, dim // heads, chunk
+        self.heads, self.head_dim = heads, dim // heads
         self.q, self.k, self.v = nn.Linear(dim, dim), nn.Linear(dim, dim), nn.Linear(dim, dim)
-
-    def _partial(self, q: torch.Tensor, keys: torch.Tensor):
-        C = keys.shape[0]
-        k = self.k(keys).view(C, self.heads, self.head_dim)  # (C, H, dh)
-        v = self.v(keys).view(C, self.heads, self.head_dim)  # (C, H, dh)
-        scores = torch.einsum("bhd,chd->bhc", q, k)  # (B, H, C)
-        m = scores.amax(dim=-1)  # (B, H)
-        e = torch.exp(scores - m[..., None])  # (B, H, C)
-        return m, e.sum(-1), torch.einsum("bhc,chd->bhd", e, v)  # (B,H), (B,H), (B,H,dh)
 
     def forward(self, query: torch.Tensor, keys: torch.Tensor) -> torch.Tensor:
         """query (B, D), keys (N, D) -> context (B, D)."""
-        B = query.shape[0]
-        q = self.q(query).view(B, self.heads, self.head_dim) / math.sqrt(self.head_dim)  # (B, H, dh)
-        m_all, s_all, acc = None, None, None
-        for start in range(0, keys.shape[0], self.chunk):
-            chunk = keys[start:start + self.chunk]
-            if torch.is_grad_enabled() and self.training:
-                m, s, a = checkpoint(self._partial, q, chunk, use_reentrant=False)
-            else:
-                m, s, a = self._partial(q, chunk)
-            if m_all is None:
-                m_all, s_all, acc = m, s, a
-                continue
-            new_m = torch.maximum(m_all, m)
-            old_w, new_w = torch.exp(m_all - new_m), torch.exp(m - new_m)  # (B, H)
-            s_all = s_all * old_w + s * new_w
-            acc = acc * old_w[..., None] + a * new_w[..., None]
-            m_all = new_m
-        return (acc / s_all[..., None]).reshape(B, -1)  # (B, D)
+        B, N = query.shape[0], keys.shape[0]
+        q = self.q(query).view(B, self.heads, self.head_dim).transpose(0, 1)[None]  # (1, H, B, dh)
+        k = self.k(keys).view(N, self.heads, self.head_dim).transpose(0, 1)[None]  # (1, H, N, dh)
+        v = self.v(keys).view(N, self.heads, self.head_dim).transpose(0, 1)[None]  # (1, H, N, dh)
+        out = nn.functional.scaled_dot_product_attention(q, k, v)  # (1, H, B, dh)
+        return out[0].transpose(0, 1).reshape(B, -1)  # (B, D)
 
 
 class HierLoc(nn.Module):
@@ -115,8 +95,7 @@ class HierLoc(nn.Module):
             self.log_alpha_node = nn.Parameter(torch.zeros(()))
 
         if c.attention:
-            self.attn = nn.ModuleList(ChunkedCrossAttention(c.embed_dim, c.attn_heads, c.attn_chunk)
-                                      for _ in range(NUM_LEVELS))
+            self.attn = nn.ModuleList(CrossAttention(c.embed_dim, c.attn_heads) for _ in range(NUM_LEVELS))
             self.fuse = _mlp(NUM_LEVELS * c.embed_dim, c.embed_dim, c.embed_dim, 0.0)
             nn.init.zeros_(self.fuse[-1].weight)  # start as the identity: v + 0
             nn.init.zeros_(self.fuse[-1].bias)
@@ -193,7 +172,8 @@ class HierLoc(nn.Module):
     def place_points(self, tangents: list[torch.Tensor] | None = None) -> list[torch.Tensor]:
         tangents = tangents if tangents is not None else self.place_cache()
         geom = self.geometry
-        return [geom.to_point(t) for t in tangents]
+        with torch.autocast(device_type=tangents[0].device.type, enabled=False):
+            return [geom.to_point(t.float()) for t in tangents]
 
     def train(self, mode: bool = True):
         if mode:
@@ -217,8 +197,9 @@ class HierLoc(nn.Module):
     def forward(self, feats: torch.Tensor, place_tangents: list[torch.Tensor] | None = None) -> torch.Tensor:
         """Photo points: feats (B, F) -> (B, p). Pass place_tangents from encode_places()
         when training so that gradients reach the places through attention."""
+        v = self.photo_tangent(feats, place_tangents)  # MLPs may run under autocast
         with torch.autocast(device_type=feats.device.type, enabled=False):
-            return self.geometry.to_point(self.photo_tangent(feats, place_tangents))
+            return self.geometry.to_point(v.float())  # manifold math in float32
 
     def loss(self, z: torch.Tensor, place_points: list[torch.Tensor], targets: torch.Tensor,
              photo_latlon: torch.Tensor):

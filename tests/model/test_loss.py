@@ -89,3 +89,15 @@ def test_invalid_settings_are_rejected():
         GeoWeightedLoss(kernel="cosine")
     with pytest.raises(ValueError):
         GeoWeightedLoss(tau_init=0.0)
+
+
+def test_chord_distance_equals_haversine():
+    from hierloc.geo.distance import haversine_matrix_km
+    from hierloc.losses import _unit_xyz, chord_km
+
+    g = torch.Generator().manual_seed(5)
+    a = torch.stack([torch.rand(20, generator=g, dtype=torch.float64) * 180 - 90,
+                     torch.rand(20, generator=g, dtype=torch.float64) * 360 - 180], 1)
+    b = torch.cat([a[:3], a[3:8] + 1e-3, -a[8:]], 0)  # same, near, antipodal points
+    ref = haversine_matrix_km(a[:, 0], a[:, 1], b[:, 0], b[:, 1])
+    assert torch.allclose(chord_km(_unit_xyz(a), _unit_xyz(b)), ref, atol=1e-3)

@@ -4,7 +4,7 @@ import torch
 
 from hierloc.manifold import lorentz as L
 from hierloc.model.config import ModelConfig
-from hierloc.model.hierloc import ChunkedCrossAttention
+from hierloc.model.hierloc import CrossAttention
 from hierloc.train.optim import HybridOptimizer
 from tests.model.helpers import targets_for, tiny_model, tiny_places
 
@@ -43,16 +43,13 @@ def test_learned_curvature_is_clamped_and_trainable(table):
     assert torch.allclose(L.inner(z, z), -2.0 * torch.ones(3), rtol=1e-3)
 
 
-def test_chunked_attention_equals_one_chunk():
+def test_attention_matches_the_textbook_formula():
     torch.manual_seed(0)
-    a = ChunkedCrossAttention(16, 4, chunk=7)
-    b = ChunkedCrossAttention(16, 4, chunk=10_000)
-    b.load_state_dict(a.state_dict())
+    a = CrossAttention(16, 4)
     q, k = torch.randn(3, 16), torch.randn(50, 16)
-    assert torch.allclose(a(q, k), b(q, k), atol=1e-6)
-    ref = torch.nn.functional.scaled_dot_product_attention(
-        a.q(q).view(3, 4, 4).transpose(0, 1)[:, :, None], a.k(k).view(50, 4, 4).transpose(0, 1)[:, None],
-        a.v(k).view(50, 4, 4).transpose(0, 1)[:, None]).squeeze(2).transpose(0, 1).reshape(3, 16)
+    Q, K, V = a.q(q).view(3, 4, 4), a.k(k).view(50, 4, 4), a.v(k).view(50, 4, 4)
+    w = torch.softmax(torch.einsum("bhd,nhd->bhn", Q, K) / 2.0, dim=-1)  # sqrt(head_dim) = 2
+    ref = torch.einsum("bhn,nhd->bhd", w, V).reshape(3, 16)
     assert torch.allclose(a(q, k), ref, atol=1e-5)
 
 

@@ -1,0 +1,1 @@
+"""Evaluation: the OSV-5M benchmark's metrics."""

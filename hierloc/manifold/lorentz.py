@@ -25,8 +25,9 @@ import torch
 # Smallest tangent / space norm treated as non-zero: below it, sinh(n)/n and
 # asinh(n)/n are replaced by their limit 1 through the clamp (no 0/0).
 MIN_NORM = 1e-15
-# Largest |v|/R fed to cosh/sinh: cosh(85) ~ 4e36 is near float32's limit (3.4e38).
-MAX_TANGENT_RATIO = 85.0
+# Largest |v|/R fed to cosh/sinh: at 15, x_0 ~ 1.6e6 R and products of two time
+# coordinates (inner products, distance matrices) stay far from float32's limit (3.4e38).
+MAX_TANGENT_RATIO = 15.0
 # Floor under squared Lorentz norms before sqrt, so gradients stay finite at d = 0.
 MIN_SQ = 1e-30
 

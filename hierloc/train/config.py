@@ -29,7 +29,7 @@ class TrainConfig:
     # model (see ModelConfig)
     embed_dim: int = 128
     hidden_dim: int = 256
-    dropout: float = 0.1
+    dropout: float = 0.3
     geometry: str = "lorentz"
     attention: bool = True
     curvature: float = 1.0
@@ -44,7 +44,7 @@ class TrainConfig:
     batch_size: int = 512
     lr: float = 3e-3
     manifold_lr: float = 3e-3
-    weight_decay: float = 0.01
+    weight_decay: float = 0.05
     epochs: float = 8.0
     max_steps: int = 0                        # 0: from epochs
     minutes: float = 0.0                      # wall-clock budget (0: none)

@@ -224,6 +224,7 @@ def train(cfg: TrainConfig) -> Path:
     log_file = (out / "log.jsonl").open("a") if rank == 0 else None
     bar = tqdm(total=total, initial=step, desc="train", unit="step", disable=rank != 0, dynamic_ncols=True)
     stop_reason = "steps"
+    skipped = 0
     while step < total:
         epoch, pos = divmod(step, steps_per_epoch)
         perm = torch.randperm(n, generator=torch.Generator().manual_seed(cfg.seed * 100_003 + epoch))
@@ -234,7 +235,15 @@ def train(cfg: TrainConfig) -> Path:
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_amp):
             loss, per_level = stepper(feats, targets, latlon)
         loss.backward()
-        grad_norm = opt.clip_and_step(cfg.grad_clip)
+        if not torch.isfinite(loss):  # never let one bad batch poison the weights
+            skipped += 1
+            log.warning("step %d: loss is %s, batch skipped (%d so far)", step, loss.item(), skipped)
+            opt.zero_grad()
+            grad_norm = float("nan")
+        else:
+            grad_norm = opt.clip_and_step(cfg.grad_clip)
+            if not np.isfinite(grad_norm):
+                skipped += 1
         step += 1
         bar.update(1)
         bar.set_postfix(loss=f"{loss.item():.3f}")
@@ -243,7 +252,7 @@ def train(cfg: TrainConfig) -> Path:
             rec = {"step": step, "epoch": round(step / steps_per_epoch, 3), "loss": round(loss.item(), 4),
                    "loss_per_level": {LEVELS[k]: round(float(v), 4) for k, v in per_level.items()},
                    "tau": round(float(crit.tau.detach()), 4), "lambda": round(float(crit.lam.detach()), 4),
-                   "sigma_km": round(float(crit.sigma_km.detach()), 1), "grad_norm": round(grad_norm, 3),
+                   "sigma_km": round(float(crit.sigma_km.detach()), 1), "grad_norm": round(grad_norm, 3), "skipped_steps": skipped,
                    "elapsed_s": round(time.time() - t_start, 1)}
             rec.update(quick_validation(model, data.table, data.val))
             log_file.write(json.dumps(rec) + "\n")

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import torch
 
 
@@ -34,11 +36,18 @@ class HybridOptimizer:
             opt.zero_grad(set_to_none=set_to_none)
 
     def clip_and_step(self, max_norm: float = 1.0) -> float:
-        """Clip the global gradient norm over all parameters, step; returns the norm."""
-        norm = torch.nn.utils.clip_grad_norm_(self.params, max_norm) if max_norm else torch.tensor(0.0)
+        """Clip the global gradient norm over all parameters and step; returns the norm.
+        A non-finite gradient skips the step (the caller sees a nan/inf norm)."""
+        if max_norm:
+            norm = float(torch.nn.utils.clip_grad_norm_(self.params, max_norm))
+        else:
+            norm = float(torch.sqrt(sum((p.grad.detach() ** 2).sum() for p in self.params if p.grad is not None)))
+        if not math.isfinite(norm):
+            self.zero_grad()
+            return norm
         for opt in self.optimizers:
             opt.step()
-        return float(norm)
+        return norm
 
     def state_dict(self) -> list[dict]:
         return [opt.state_dict() for opt in self.optimizers]

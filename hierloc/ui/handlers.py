@@ -1,0 +1,270 @@
+"""What the app's buttons do: thin functions over a Predictor and the viz builders.
+
+Handlers never raise to the page: bad input comes back as a plain message. Uploaded
+photos are read once and their temporary copy is deleted at the end of the request;
+nothing about them is logged.
+"""
+
+from __future__ import annotations
+
+import html
+import logging
+import threading
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from hierloc import LEVELS
+from hierloc.viz import LEVEL_COLORS
+
+log = logging.getLogger(__name__)
+
+PROFILE_LABELS = {"trained": "trained", "zero-shot": "zero-shot (CLIP + GeoCLIP)", "preview": "offline preview (untrained)"}
+CANDIDATE_COLUMNS = ["rank", "score", "country", "region", "sub-region", "city", "latitude", "longitude"]
+
+
+@dataclass
+class Example:
+    file: Path
+    latitude: float
+    longitude: float
+    label: str
+    contributor: str
+
+
+@dataclass
+class Session:
+    """Predictors by profile (loaded on first use) and the examples' ground truth."""
+
+    default_profile: str
+    available: list
+    predictors: dict = field(default_factory=dict)
+    examples: dict = field(default_factory=dict)
+    lock: threading.Lock = field(default_factory=threading.Lock)
+    loader: object = None  # profile -> Predictor (tests pass a fake)
+
+    def predictor(self, profile: str | None = None):
+        profile = profile or self.default_profile
+        if profile not in self.available:
+            profile = self.default_profile
+        with self.lock:
+            if profile not in self.predictors:
+                self.predictors[profile] = self.loader(profile)
+            return self.predictors[profile]
+
+
+def load_examples(folder: Path) -> dict[str, Example]:
+    labels = folder / "labels.csv"
+    if not labels.exists():
+        return {}
+    df = pd.read_csv(labels, dtype=str, keep_default_na=False)
+    out = {}
+    for r in df.itertuples(index=False):
+        r = r._asdict()
+        path = folder / r["file"]
+        if path.exists() and r.get("latitude"):
+            label = ", ".join(v for v in (r.get("city"), r.get("region"), r.get("country")) if v)
+            out[path.name] = Example(path, float(r["latitude"]), float(r["longitude"]), label, r.get("contributor", ""))
+    return out
+
+
+def _is_ours(path: Path) -> bool:
+    from hierloc.paths import ASSETS_DIR
+
+    try:
+        path.resolve().relative_to(ASSETS_DIR.resolve())
+        return True
+    except ValueError:
+        return False
+
+
+def _forget_upload(path: str | None, session: Session) -> None:
+    """Delete the temporary copy of an uploaded photo (never an example: the page reuses those)."""
+    if not path:
+        return
+    p = Path(path)
+    if p.exists() and not _is_ours(p) and p.name not in session.examples:
+        try:
+            p.unlink()
+        except OSError:
+            pass
+
+
+# ---------------------------------------------------------------------------------------
+# rendering
+# ---------------------------------------------------------------------------------------
+def _bar(conf: float, color: str) -> str:
+    pct = max(0.0, min(1.0, conf)) * 100
+    return (f'<span class="hl-bar" title="confidence {pct:.1f}%"><span style="width:{pct:.0f}%;background:{color}">'
+            f'</span></span><span class="hl-pct">{pct:.0f}%</span>')
+
+
+def result_html(pred, truth: Example | None = None, truth_gps=None) -> str:
+    """The answer first, in words: the path with flags and per-level confidence."""
+    if not pred.ok:
+        return f'<div class="hl-error" role="alert">{html.escape(pred.error or "Something went wrong.")}</div>'
+    parts = []
+    for place in pred.path:
+        name = place["name"] or f"(no {place['level']} name)"
+        flag = f"{pred.flag} " if place["level"] == "country" and pred.flag else ""
+        parts.append(f'<div class="hl-step"><span class="hl-level" style="color:{LEVEL_COLORS[place["level"]]}">'
+                     f'{place["level"]}</span><span class="hl-name">{flag}{html.escape(name)}</span>'
+                     f'{_bar(place["confidence"], LEVEL_COLORS[place["level"]])}</div>')
+    lat, lon = pred.latitude, pred.longitude
+    coords = f"{abs(lat):.3f}&deg; {'N' if lat >= 0 else 'S'}, {abs(lon):.3f}&deg; {'E' if lon >= 0 else 'W'}"
+    extra = ""
+    if truth is not None or truth_gps is not None:
+        from hierloc.geo.distance import haversine_km
+
+        tlat, tlon = (truth.latitude, truth.longitude) if truth is not None else truth_gps
+        km = float(haversine_km(lat, lon, tlat, tlon))
+        where = f"{html.escape(truth.label)} (example label)" if truth is not None else "photo's GPS tag"
+        extra = f'<div class="hl-truth">True location: {where}, <b>{km:,.0f} km</b> from the guess.</div>'
+    from hierloc.infer.predictor import UNTRAINED_BANNER
+
+    banner = (f'<div class="hl-banner" role="status">Preview: {UNTRAINED_BANNER}. This model has not been trained '
+              f'to locate photos; the answer shows how the app works, not where the photo was taken.</div>'
+              if pred.untrained else "")
+    return (f'{banner}<div class="hl-result"><div class="hl-path">{"".join(parts)}</div>'
+            f'<div class="hl-coords">{coords} &middot; answered by <b>{html.escape(PROFILE_LABELS.get(pred.profile, pred.profile))}</b>'
+            f'</div>{extra}</div>')
+
+
+def candidates_frame(pred) -> pd.DataFrame:
+    rows = []
+    for c in pred.candidates if pred.ok else []:
+        names = [p["name"] or "-" for p in c["path"]]
+        rows.append([c["rank"], c["score"], *names, round(c["latitude"], 4), round(c["longitude"], 4)])
+    return pd.DataFrame(rows, columns=CANDIDATE_COLUMNS)
+
+
+def empty_map_html(message: str = "The map appears here after a photo is located.") -> str:
+    return f'<div class="hl-placeholder">{html.escape(message)}</div>'
+
+
+# ---------------------------------------------------------------------------------------
+# handlers
+# ---------------------------------------------------------------------------------------
+def locate(session: Session, image_path: str | None, beam: int, top_k: int, use_exif: bool, profile: str | None):
+    """-> (result html, map html, disk figure, candidates frame, prediction dict)."""
+    from hierloc.viz.disk import disk_figure
+    from hierloc.viz.map import prediction_map, to_iframe
+
+    if not image_path:
+        return (result_html_message("Drop a photo, or pick an example, to see where it was taken."),
+                empty_map_html(), None, candidates_frame_empty(), {})
+    try:
+        predictor = session.predictor(profile)
+        example = session.examples.get(Path(image_path).name)
+        pred = predictor.predict(image_path, beam=int(beam), top_k=int(top_k), use_exif=bool(use_exif),
+                                 name=Path(image_path).name)
+    finally:
+        _forget_upload(image_path, session)
+    if not pred.ok:
+        return result_html(pred), empty_map_html("No map: the photo could not be read."), None, candidates_frame_empty(), pred.to_dict()
+    truth_gps = (pred.exif_latitude, pred.exif_longitude) if use_exif and pred.exif_latitude is not None else None
+    truth = example
+    table = predictor.table
+    m = prediction_map(pred, table, truth=(truth.latitude, truth.longitude) if truth else truth_gps)
+    fig = disk_figure(pred.disk)
+    out = pred.to_dict()
+    if truth is not None:
+        from hierloc.geo.distance import haversine_km
+
+        out["example_truth"] = {"latitude": truth.latitude, "longitude": truth.longitude, "label": truth.label,
+                                "error_km": float(haversine_km(pred.latitude, pred.longitude, truth.latitude, truth.longitude))}
+    return result_html(pred, truth, truth_gps), to_iframe(m), fig, candidates_frame(pred), out
+
+
+def predict_api(session: Session, image_path: str | None, beam: int = 10, top_k: int = 5, use_exif: bool = True,
+                profile: str | None = None) -> dict:
+    """The JSON answer for API clients (api_name="predict")."""
+    if not image_path:
+        return {"ok": False, "error": "no photo was sent"}
+    try:
+        pred = session.predictor(profile).predict(image_path, beam=int(beam), top_k=int(top_k), use_exif=bool(use_exif),
+                                                  with_disk=False, name=Path(image_path).name)
+    finally:
+        _forget_upload(image_path, session)
+    return pred.to_dict()
+
+
+def result_html_message(text: str) -> str:
+    return f'<div class="hl-placeholder">{html.escape(text)}</div>'
+
+
+def candidates_frame_empty() -> pd.DataFrame:
+    return pd.DataFrame(columns=CANDIDATE_COLUMNS)
+
+
+def search_places(session: Session, query: str, limit: int = 25) -> list[tuple[str, str]]:
+    """Places whose name starts with (then contains) the query, big ones first: (label, key)."""
+    table = session.predictor().table
+    q = (query or "").strip().casefold()
+    if len(q) < 2:
+        return []
+    names = _lower_names(table)
+    starts = np.flatnonzero(np.char.startswith(names, q))
+    contains = np.flatnonzero(np.char.find(names, q) >= 0) if len(starts) < limit else np.array([], dtype=int)
+    rows = list(dict.fromkeys([*starts.tolist(), *contains.tolist()]))
+    pop = np.nan_to_num(table.population[rows], nan=0.0) + 1e9 * (3 - table.level[rows])  # coarse levels first
+    rows = [rows[i] for i in np.argsort(-pop, kind="stable")[:limit]]
+    return [(f"{', '.join(reversed(table.path_names(r)))} ({LEVELS[int(table.level[r])]})", str(table.key[r])) for r in rows]
+
+
+_NAMES_CACHE: dict = {}
+
+
+def _lower_names(table) -> np.ndarray:
+    if id(table) not in _NAMES_CACHE:
+        _NAMES_CACHE[id(table)] = np.char.lower(table.name.astype(str))
+    return _NAMES_CACHE[id(table)]
+
+
+def explore(session: Session, key: str | None):
+    """-> (place html, disk figure, map html, distances frame)."""
+    from hierloc.viz.disk import disk_figure, place_disk
+    from hierloc.viz.map import place_map, to_iframe
+
+    predictor = session.predictor()
+    table = predictor.table
+    row = table.get(key) if key else None
+    if row is None:
+        return (result_html_message("Search for a place, or click the map, to see it in the disk."), None,
+                empty_map_html("Pick a place to see it here."), pd.DataFrame())
+    disk, dists = place_disk(predictor.engine, table, row)
+    fig = disk_figure(disk, title=table.display_name(row))
+    m = place_map(table, row, children=list(table.children(row)))
+    path = " &rsaquo; ".join(f'<span style="color:{LEVEL_COLORS[LEVELS[int(table.level[r])]]}">{html.escape(table.display_name(r))}</span>'
+                             for r in table.ancestors(row))
+    info = (f'<div class="hl-result"><div class="hl-path-inline">{path}</div><div class="hl-coords">'
+            f'{LEVELS[int(table.level[row])]} &middot; {len(table.children(row))} children &middot; centroid '
+            f'{table.lat_deg[row]:.3f}, {table.lon_deg[row]:.3f}</div></div>')
+    return info, fig, to_iframe(m, height=420), pd.DataFrame(dists)
+
+
+def explore_click(session: Session, text: str):
+    """A map click 'lat,lon' -> the city there (polygon lookup) -> explore()."""
+    try:
+        lat, lon = (float(v) for v in (text or "").split(","))
+    except ValueError:
+        return explore(session, None)
+    table = session.predictor().table
+    try:
+        row = int(_geocoder(table).lookup([lat], [lon])[0])
+    except ValueError:
+        return explore(session, None)
+    return explore(session, str(table.key[row]))
+
+
+_GEOCODERS: dict = {}
+
+
+def _geocoder(table):
+    from hierloc.geo.reverse import ReverseGeocoder
+
+    if id(table) not in _GEOCODERS:
+        _GEOCODERS[id(table)] = ReverseGeocoder(table)
+    return _GEOCODERS[id(table)]

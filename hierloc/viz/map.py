@@ -96,7 +96,7 @@ def prediction_map(pred, table, truth: tuple[float, float] | None = None, height
     for level, row, o in outline_layers(table, rows):
         name = table.display_name(row) + (" (approximate outline)" if o.approximate else "")
         style = {"color": LEVEL_COLORS[level], "weight": 3 if level != "sub-region" else 2,
-                 "fillOpacity": 0.06 if level == "country" else 0.12, "dashArray": "6 6" if o.approximate else None}
+                 "fillOpacity": 0.12 if level == "country" else 0.15, "dashArray": "6 6" if o.approximate else None}
         folium.GeoJson(_geojson(o.geometry, level, SIMPLIFY_DEG[level]), name=f"{level}: {name}",
                        style_function=lambda _f, s=style: s,
                        tooltip=f"{level.title()}: {html.escape(name)}").add_to(m)

@@ -1,0 +1,128 @@
+"""The real app in a real browser (Debian chromium via playwright) and through its API."""
+
+import io
+import shutil
+import socket
+import time
+from pathlib import Path
+
+import pytest
+from PIL import Image
+
+CHROMIUM = "/usr/bin/chromium"
+EXAMPLE = Path(__file__).resolve().parents[2] / "assets" / "examples" / "517681129360654.jpg"
+
+pytestmark = pytest.mark.browser
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def app_url():
+    from hierloc.infer.predictor import Predictor, preview_engine
+    from hierloc.paths import ASSETS_DIR
+    from hierloc.ui import handlers as H
+    from hierloc.ui.app import build_demo, launch_options
+
+    preview = Predictor(preview_engine())
+    session = H.Session(default_profile="preview", available=["preview"], loader=lambda p: preview,
+                        examples=H.load_examples(ASSETS_DIR / "examples"))
+    demo = build_demo(session)
+    opts = {**launch_options(), "server_name": "127.0.0.1", "server_port": _free_port()}
+    demo.queue(default_concurrency_limit=4).launch(prevent_thread_lock=True, quiet=True, **opts)
+    yield f"http://127.0.0.1:{opts['server_port']}/"
+    demo.close()
+
+
+@pytest.fixture(scope="module")
+def browser():
+    if not Path(CHROMIUM).exists():
+        pytest.skip("Debian chromium is not installed (apt-get install chromium)")
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as p:
+        b = p.chromium.launch(executable_path=CHROMIUM, args=[
+            "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking"])
+        yield b
+        b.close()
+
+
+def test_upload_a_photo_and_see_path_map_and_disk(app_url, browser, tmp_path):
+    page = browser.new_page(viewport={"width": 1280, "height": 800})
+    page.goto(app_url)
+    page.wait_for_selector("#hl-photo input[type=file]", state="attached", timeout=60_000)
+    page.set_input_files("#hl-photo input[type=file]", str(EXAMPLE))
+    page.wait_for_selector("#hl-result .hl-name", timeout=60_000)
+    result = page.inner_text("#hl-result")
+    assert "untrained: not a real prediction" in result
+    assert "True location: Saint Columb Major" in result
+    country = page.inner_text("#hl-result .hl-step .hl-name").strip().split(" ")[-1]
+    # the map: Leaflet drew the predicted country's outline (an SVG path) inside the iframe
+    frame = page.frame_locator("#hl-map iframe")
+    frame.locator("path.leaflet-interactive").first.wait_for(timeout=30_000)
+    assert frame.locator("path.leaflet-interactive").count() >= 3
+    srcdoc = page.get_attribute("#hl-map iframe", "srcdoc")
+    assert f"Country: {country}" in srcdoc
+    page.screenshot(path=str(tmp_path / "map.png"), full_page=True)
+    # the disk: plotly drew the photo's point
+    page.get_by_role("tab", name="Poincare disk").click()
+    page.wait_for_selector("#hl-disk .js-plotly-plot .scatterlayer", timeout=30_000)
+    legend = page.text_content("#hl-disk .legend")
+    assert "photo" in legend and "city" in legend
+    assert page.locator("#hl-disk .scatterlayer .trace .points path").count() > 5
+    page.locator("#hl-disk").screenshot(path=str(tmp_path / "disk.png"))
+    assert (tmp_path / "map.png").stat().st_size > 10_000
+    page.close()
+
+
+def test_explore_a_place_by_name(app_url, browser, tmp_path):
+    page = browser.new_page(viewport={"width": 1280, "height": 800})
+    page.goto(app_url)
+    page.get_by_role("tab", name="Explore the hierarchy").click()
+    page.fill("#hl-search textarea, #hl-search input", "Paris")
+    page.keyboard.press("Enter")
+    page.wait_for_function("document.querySelectorAll('.js-plotly-plot').length > 0", timeout=60_000)
+    page.wait_for_selector("text=children", timeout=30_000)
+    page.screenshot(path=str(tmp_path / "explore.png"), full_page=True)
+    page.close()
+
+
+def _bad_files(tmp_path) -> dict:
+    files = {}
+    (tmp_path / "text.jpg").write_text("this is not a photo")
+    files["text.jpg"] = "not an image we can read"
+    (tmp_path / "empty.jpg").write_bytes(b"")
+    files["empty.jpg"] = "empty"
+    Image.new("RGB", (1, 1)).save(tmp_path / "one.png")
+    files["one.png"] = "only 1x1"
+    Image.new("1", (30000, 30000)).save(tmp_path / "bomb.png")
+    files["bomb.png"] = "too large"
+    good = EXAMPLE.read_bytes()
+    (tmp_path / "cut.jpg").write_bytes(good[: len(good) // 2])
+    files["cut.jpg"] = "truncated"
+    return files
+
+
+def test_bad_inputs_through_the_api_and_the_app_keeps_answering(app_url, tmp_path):
+    from gradio_client import Client, handle_file
+
+    client = Client(app_url, verbose=False)
+    for name, message in _bad_files(tmp_path).items():
+        out = client.predict(handle_file(str(tmp_path / name)), 10, 3, True, "preview", api_name="/predict")
+        assert out["ok"] is False and message in out["error"], (name, out)
+    # odd but valid images are read: CMYK, 16-bit, animated GIF
+    Image.new("CMYK", (64, 48), (0, 128, 128, 0)).save(tmp_path / "cmyk.jpg")
+    import numpy as np
+    Image.fromarray((np.arange(64 * 48).reshape(48, 64) * 20).astype(np.uint16)).save(tmp_path / "deep.png")
+    frames = [Image.new("RGB", (40, 40), c) for c in [(255, 0, 0), (0, 0, 255)]]
+    frames[0].save(tmp_path / "anim.gif", save_all=True, append_images=frames[1:])
+    for name in ("cmyk.jpg", "deep.png", "anim.gif"):
+        out = client.predict(handle_file(str(tmp_path / name)), 10, 3, True, "preview", api_name="/predict")
+        assert out["ok"] is True, (name, out)
+    out = client.predict(handle_file(str(EXAMPLE)), 10, 3, True, "preview", api_name="/predict")
+    assert out["ok"] and out["untrained"] and len(out["candidates"]) == 3
+    assert [p["level"] for p in out["path"]] == ["country", "region", "sub-region", "city"]

@@ -13,6 +13,15 @@ PLACE_FEATURES = ("image", "text", "location")
 CURVATURE_CONVENTION = "lorentz: <x,x>_L = -K, curvature -1/K, time first; geoopt.Lorentz(k=K)"
 
 
+def from_known_fields(cls, d: dict, what: str):
+    """cls(**d), refusing keys that are not fields of the dataclass (named in the error)."""
+    names = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(d) - names)
+    if unknown:
+        raise ValueError(f"{what} has fields this HierLoc does not know: {unknown}; known: {sorted(names)}")
+    return cls(**d)
+
+
 @dataclass(frozen=True)
 class ModelConfig:
     feat_dim: int                      # backbone feature size (photo input)
@@ -71,11 +80,7 @@ class ModelConfig:
 
     @classmethod
     def from_dict(cls, d: dict) -> "ModelConfig":
-        names = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(d) - names)
-        if unknown:
-            raise ValueError(f"config has fields this HierLoc does not know: {unknown}")
-        return cls(**d)
+        return from_known_fields(cls, d, "model config")
 
     def to_json(self) -> str:
         return json.dumps(self.to_dict(), indent=2)

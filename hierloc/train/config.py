@@ -80,11 +80,9 @@ class TrainConfig:
 
     @classmethod
     def from_dict(cls, d: dict) -> "TrainConfig":
-        names = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(d) - names)
-        if unknown:
-            raise ValueError(f"unknown training settings {unknown}; known: {sorted(names)}")
-        return cls(**d)
+        from hierloc.model.config import from_known_fields
+
+        return from_known_fields(cls, d, "training config")
 
     @classmethod
     def load(cls, path: str | Path | None, overrides: list[str] = ()) -> "TrainConfig":

@@ -254,7 +254,8 @@ def train(cfg: TrainConfig) -> Path:
                    "tau": round(float(crit.tau.detach()), 4), "lambda": round(float(crit.lam.detach()), 4),
                    "sigma_km": round(float(crit.sigma_km.detach()), 1), "grad_norm": round(grad_norm, 3), "skipped_steps": skipped,
                    "elapsed_s": round(time.time() - t_start, 1)}
-            rec.update(quick_validation(model, data.table, data.val))
+            if len(data.val):
+                rec.update(quick_validation(model, data.table, data.val))
             log_file.write(json.dumps(rec) + "\n")
             log_file.flush()
             log.info("%s", rec)

@@ -89,7 +89,7 @@ def test_a_few_steps_lower_the_loss(table, geometry):
         loss, per_level = model.loss(z, model.place_points(tangents), targets, latlon)
         loss.backward()
         opt.clip_and_step(1.0)
-        losses.append(float(loss))
+        losses.append(loss.item())
     assert losses[-1] < 0.5 * losses[0]
     assert set(per_level) == {0, 1, 2, 3}
     if geometry == "lorentz":  # anchors stayed on the manifold under RiemannianAdam

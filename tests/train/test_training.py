@@ -19,7 +19,7 @@ def test_config_round_trip_and_overrides(tmp_path):
     (tmp_path / "c.toml").write_text('lr = 0.5\ngeometry = "euclidean"\n[synth]\nn_photos = 50\n')
     t = TrainConfig.load(tmp_path / "c.toml")
     assert t.geometry == "euclidean" and t.synth["n_photos"] == 50
-    with pytest.raises(ValueError, match="unknown training settings"):
+    with pytest.raises(ValueError, match="training config has fields"):
         TrainConfig.load(None, ["learning_rate=1"])
     with pytest.raises(ValueError, match="needs osv5m_root"):
         TrainConfig(data="osv5m")
@@ -84,3 +84,25 @@ def test_ddp_two_processes_on_cpu_with_gloo(tmp_path):
     assert ranks[0]["param_checksum"] == pytest.approx(ranks[1]["param_checksum"], rel=1e-9)
     assert (out / "last" / "model.safetensors").exists()
     assert json.loads((out / "config.json").read_text())["world_size"] == 2
+
+
+def test_osv5m_layout_end_to_end(tmp_path, data_dir):
+    """features extract -> train on OSV-5M features -> eval on the test split, via the CLI."""
+    env = {**os.environ, "PYTHONWARNINGS": "ignore"}
+    root = data_dir / "osv5m"
+
+    def run(*args):
+        out = subprocess.run([sys.executable, "-m", "hierloc", *args], capture_output=True, text=True, env=env)
+        assert out.returncode == 0, out.stderr[-2000:]
+        return out.stdout
+
+    res = json.loads(run("features", "extract", "--root", str(root), "--split", "train", "--backbone", "tiny",
+                         "--out", str(tmp_path / "feats")))
+    assert res["photos"] == 4 and res["failed"] == 1
+    run("train", "--out", str(tmp_path / "run"), "--set", "data=osv5m", "--set", f"osv5m_root={root}",
+        "--set", f"features={tmp_path / 'feats'}", "--set", "backbone=tiny", "--set", "max_steps=3",
+        "--set", "batch_size=4", "--set", "embed_dim=16", "--set", "hidden_dim=16", "--set", 'place_features=["image"]')
+    ev = json.loads(run("eval", "--checkpoint", str(tmp_path / "run" / "last"), "--root", str(root), "--split", "test",
+                        "--features", str(tmp_path / "test_feats"), "--json"))
+    assert ev["n"] == 2 and set(ev["accuracy"]) == {"country", "region", "sub-region", "city"}
+    assert "accuracy_reverse_geocoded" in ev and ev["split"] == "test"

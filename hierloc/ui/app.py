@@ -172,7 +172,9 @@ def build_demo(session: H.Session | None = None):
         locate = functools.partial(H.locate, session)
         outputs = [result, map_html, disk, table, answer]
         go.click(locate, [photo, beam, top_k, use_exif, profile], outputs, api_name="locate")
-        photo.upload(locate, [photo, beam, top_k, use_exif, profile], outputs, api_visibility="private")
+        # any new photo (upload, paste, webcam, example) is located at once; clearing resets
+        photo.change(locate, [photo, beam, top_k, use_exif, profile], outputs, api_visibility="private",
+                     trigger_mode="always_last")
         api_btn = gr.Button(visible=False)
         api_out = gr.JSON(visible=False)
         api_btn.click(functools.partial(H.predict_api, session), [photo, beam, top_k, use_exif, profile], api_out,

@@ -126,3 +126,25 @@ def test_bad_inputs_through_the_api_and_the_app_keeps_answering(app_url, tmp_pat
     out = client.predict(handle_file(str(EXAMPLE)), 10, 3, True, "preview", api_name="/predict")
     assert out["ok"] and out["untrained"] and len(out["candidates"]) == 3
     assert [p["level"] for p in out["path"]] == ["country", "region", "sub-region", "city"]
+
+
+def test_example_click_locates_and_map_click_explores(app_url, browser):
+    page = browser.new_page(viewport={"width": 1280, "height": 900})
+    page.goto(app_url)
+    page.get_by_text("Ferron, Utah, US").click()
+    page.wait_for_selector("#hl-result .hl-name", timeout=60_000)
+    assert "True location: Ferron, Utah, US" in page.inner_text("#hl-result")
+    # Explore: a click on the map is posted to the page, which looks the point up
+    page.get_by_role("tab", name="Explore the hierarchy").click()
+    page.fill("#hl-search textarea, #hl-search input", "Haridwar")
+    page.keyboard.press("Enter")
+    frame = page.frame_locator("iframe.hierloc-map").last
+    frame.locator(".leaflet-container").wait_for(timeout=60_000)
+    page.wait_for_selector("text=children", timeout=30_000)
+    before = page.inner_text(".hl-path-inline") if page.locator(".hl-path-inline").count() else ""
+    box = frame.locator(".leaflet-container").bounding_box()
+    frame.locator(".leaflet-container").click(position={"x": box["width"] * 0.15, "y": box["height"] * 0.2})
+    page.wait_for_function("(b) => { const e = document.querySelector('.hl-path-inline'); return e && e.innerText !== b; }",
+                           arg=before, timeout=60_000)
+    assert "India" in page.inner_text(".hl-path-inline")
+    page.close()

@@ -144,7 +144,6 @@ def cmd_train(args) -> int:
 
 
 def cmd_eval(args) -> int:
-    from hierloc.eval.metrics import markdown_table
     from hierloc.train.checkpoint import CheckpointError, load_checkpoint
 
     if args.images:

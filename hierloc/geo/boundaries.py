@@ -124,8 +124,7 @@ class LinkReport:
                 "countries": self.countries, "countries_linked": self.countries_linked}
 
 
-def link_boundaries(table: PlaceTable, points: pd.DataFrame | None = None,
-                    admin1=None, countries=None) -> PlaceTable:
+def link_boundaries(table: PlaceTable, admin1=None, countries=None) -> PlaceTable:
     """Return a copy of ``table`` whose countries and regions carry boundary rows."""
     table, report = link_with_report(table, admin1, countries)
     log.info("boundaries: %s", report.as_dict())

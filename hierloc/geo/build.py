@@ -205,7 +205,7 @@ def build_from_geonames(rg_csv: Path | None = None, link_boundaries: bool = True
     if link_boundaries:
         from hierloc.geo.boundaries import link_boundaries as _link
 
-        table = _link(table, points)
+        table = _link(table)
     log.info("built %s places in %.1f s", f"{len(table):,}", time.perf_counter() - t0)
     return table
 
@@ -254,5 +254,5 @@ def build_from_osv5m_csv(csv_path: str | Path, link_boundaries: bool = True) -> 
     if link_boundaries:
         from hierloc.geo.boundaries import link_boundaries as _link
 
-        table = _link(table, points)
+        table = _link(table)
     return table

@@ -213,9 +213,3 @@ def flat_search(geometry, z: torch.Tensor, level_points: list[torch.Tensor], tre
         conf.append(_confidence(logits, torch.arange(logits.shape[1], device=z.device).expand(B, -1), paths[:, 0, lv]))
     conf.append(torch.exp(-best_d[:, 0].double() / tau - lse).to(best_d.dtype))
     return _pad(SearchResult(paths, dists, -dists[:, :, -1], torch.stack(conf, 1)), k)
-
-
-def predicted_latlon(paths_best: torch.Tensor, city_latlon: torch.Tensor) -> torch.Tensor:
-    """GPS of the answer: the centroid of its city. (B, 4) -> (B, 2) degrees."""
-    return city_latlon[paths_best[:, -1].clamp_min(0)]
-

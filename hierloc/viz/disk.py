@@ -23,7 +23,7 @@ CAPTION = (
     "cities crowd near the rim, and a country's cities lie close to one another and to it. There is "
     "exponentially more room near the rim, which is why a tree of places fits without crowding. The model "
     "compares hyperbolic distances (the curved arcs), not straight lines. The picture is a 2-D projection of "
-    f"a higher-dimensional space: distances from the centre are exact, angles approximate; hover a dot for its "
+    "a higher-dimensional space: distances from the centre are exact, angles approximate; hover a dot for its "
     "true distance to the photo.")
 
 

@@ -53,7 +53,7 @@ def test_centroids_plausible(places):
 
 
 def test_children_index_is_the_inverse_of_parent(places):
-    off, idx = places.child_offsets, places.child_index
+    off = places.child_offsets
     assert off[-1] == len(places) - places.counts()["country"]
     for row in [places.index("FR"), places.index("Ile-de-France_FR")]:
         kids = places.children(row)

@@ -4,7 +4,6 @@ import subprocess
 import sys
 
 import pytest
-import torch
 
 from hierloc.infer import predictor as P
 
@@ -30,7 +29,7 @@ def test_preview_answers_and_says_it_is_untrained(preview, data_dir):
     assert all(t.parent[rows[i]] == rows[i - 1] for i in range(1, 4))
     # the disk holds the photo and the path's places
     assert pred.disk["photo"] and {p["role"] for p in pred.disk["places"]} >= {"path", "sibling"}
-    assert 0 < all(p["confidence"] <= 1 for p in pred.path)
+    assert all(0 < p["confidence"] <= 1 for p in pred.path)
 
 
 def test_bad_input_is_a_clear_failure(preview, tmp_path):

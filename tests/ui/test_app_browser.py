@@ -1,9 +1,6 @@
 """The real app in a real browser (Debian chromium via playwright) and through its API."""
 
-import io
-import shutil
 import socket
-import time
 from pathlib import Path
 
 import pytest

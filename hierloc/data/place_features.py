@@ -2,8 +2,9 @@
 
 - image: the mean backbone feature of the training photos of each place; a place with
   no photo takes its parent's mean (and a country with none, the global mean);
-- text: the backbone's text-tower feature of "City, Region, Country" (names that are
-  empty are left out), for backbones with a text tower;
+- text: the backbone's text-tower feature of "City, Region, Country" ("Sub-region,
+  Region, Country", "Region, Country", "Country" above; empty names left out), for
+  backbones with a text tower;
 - location: GeoCLIP's pretrained location encoder (shipped in the geoclip wheel, MIT)
   applied to each place's centroid: 512-d.
 
@@ -59,14 +60,32 @@ def place_texts(table: PlaceTable) -> list[list[str]]:
         sl = table.level_slice(lv)
         level_texts = []
         for row in range(sl.start, sl.stop):
-            names = [str(table.name[r]) for r in table.ancestors(row) if table.name[r]]
+            chain = table.ancestors(row)
+            if lv == NUM_LEVELS - 1:  # a city reads "City, Region, Country" (the paper's form)
+                chain = [r for r in chain if int(table.level[r]) != 2]
+            names = [str(table.name[r]) for r in chain if table.name[r]]
             level_texts.append(", ".join(reversed(names)) or str(table.key[row]))
         texts.append(level_texts)
     return texts
 
 
-def text_features(table: PlaceTable, backbone) -> list[torch.Tensor]:
-    return [backbone.encode_text(t) for t in place_texts(table)]
+def text_features(table: PlaceTable, backbone, cache: Path | None = None) -> list[torch.Tensor]:
+    """Text-tower features of "City, Region, Country", cached by backbone and table hash."""
+    from safetensors.torch import load_file, save_file
+
+    from hierloc.paths import cache_dir
+
+    name = backbone.name.replace(":", "_").replace("/", "_")
+    cache = cache or cache_dir() / "text" / name / f"{table.content_hash()[:16]}.safetensors"
+    if cache.exists():
+        raw = load_file(str(cache))
+        return [raw[f"level_{lv}"].float() for lv in range(NUM_LEVELS)]
+    per_level = [backbone.encode_text(t) for t in place_texts(table)]
+    cache.parent.mkdir(parents=True, exist_ok=True)
+    tmp = cache.with_suffix(".tmp")
+    save_file({f"level_{lv}": f.half().contiguous() for lv, f in enumerate(per_level)}, str(tmp))
+    tmp.replace(cache)
+    return [f.half().float() for f in per_level]
 
 
 def load_geoclip_location_encoder():

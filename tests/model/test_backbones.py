@@ -53,3 +53,29 @@ def test_unknown_backbone():
 def test_tiny_backbone_is_deterministic(data_dir):
     img = load_image(data_dir / "exif" / "landscape_2.jpg")
     assert torch.equal(load_backbone("tiny").encode_images([img]), load_backbone("tiny").encode_images([img]))
+
+
+def test_place_text_features_are_cached(tmp_path):
+    from hierloc.data.place_features import place_texts, text_features
+    from tests.model.helpers import tiny_places
+
+    table = tiny_places(n_countries=2, regions=1, subs=1, cities=2)
+    assert place_texts(table)[3][0] == "T0000, R00, C0"  # "City, Region, Country"
+    assert place_texts(table)[2][0] == "S000, R00, C0"
+    calls = []
+
+    class Counting:
+        name = "open_clip:ViT-B-32:random"
+
+        def __init__(self):
+            self.inner = load_backbone("open_clip:ViT-B-32:random")
+
+        def encode_text(self, texts):
+            calls.append(len(texts))
+            return self.inner.encode_text(texts)
+
+    bb = Counting()
+    first = text_features(table, bb, cache=tmp_path / "t.safetensors")
+    second = text_features(table, bb, cache=tmp_path / "t.safetensors")
+    assert len(calls) == 4 and all(torch.equal(a, b) for a, b in zip(first, second))
+    assert first[0].shape == (2, 512)

@@ -63,7 +63,8 @@ class ReverseGeocoder:
         from hierloc.geo.boundaries import _points_in_polygons
 
         table, n = self.table, len(self.table)
-        codes = [u * n + r for r in range(*_bounds(table.level_slice("region")))
+        regions = table.level_slice("region")
+        codes = [u * n + r for r in range(regions.start, regions.stop)
                  for u in table.boundary[r]]
         city = table.level_slice("city")
         unit = _points_in_polygons(table.lat_deg[city], table.lon_deg[city], self._admin1)
@@ -149,7 +150,3 @@ class ReverseGeocoder:
     def paths(self, lat_deg, lon_deg) -> list[dict]:
         """JSON-ready paths, one per point: {level: {"key", "name"}}."""
         return [self.table.to_json_path(int(r)) for r in self.lookup(lat_deg, lon_deg)]
-
-
-def _bounds(s: slice) -> tuple[int, int]:
-    return s.start, s.stop

@@ -185,7 +185,7 @@ class Predictor:
         for lv in range(4):
             chosen = self._row(lv, paths[0, lv])
             parent = int(t.parent[chosen])
-            sibs = t.children(parent) if parent >= 0 else np.arange(*_bounds(t.level_slice(0)))
+            sibs = t.children(parent) if parent >= 0 else np.arange(t.level_slice(0).start, t.level_slice(0).stop)
             sibs = sibs[sibs != chosen]
             if len(sibs):
                 pts = e.level_points[lv][torch.as_tensor(sibs - self._starts[lv])]
@@ -199,12 +199,8 @@ class Predictor:
             places.append({"row": row, "level": LEVELS[lv], "key": str(t.key[row]), "name": str(t.name[row]),
                            "role": role, "point": point.tolist(),
                            "distance": float(e.geometry.sq_dist(z, point).sqrt())})
-        return {"geometry": e.geometry.kind, "K": float(e.geometry.K) if not torch.is_tensor(e.geometry.K) else float(e.geometry.K.detach()),
+        return {"geometry": e.geometry.kind, "K": float(torch.as_tensor(e.geometry.K).detach()),
                 "photo": z.tolist(), "places": places}
-
-
-def _bounds(s: slice) -> tuple[int, int]:
-    return s.start, s.stop
 
 
 # ---------------------------------------------------------------------------------------

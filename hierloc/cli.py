@@ -149,9 +149,16 @@ def cmd_eval(args) -> int:
     if args.images:
         from hierloc.eval.folder import evaluate_folder
 
+        if not args.labels:
+            raise CommandError("--images needs --labels CSV (file, latitude, longitude; or Im2GPS3k's IMG_ID, LAT, LON)")
         res = evaluate_folder(args.images, args.labels, model=args.model or args.checkpoint,
                               beam=args.beam)
-        _print_eval(res, args, {"HierLoc (" + res["profile"] + ")": res})
+        name = "HierLoc (" + res["profile"] + ")"
+        _print_eval(res, args, {name: res})
+        if not args.json and "acc_km" in res:
+            from hierloc.eval.metrics import km_table
+
+            print("\n" + km_table({name: res}))
         return 0
     if not args.checkpoint:
         raise CommandError("give --checkpoint DIR (or --images DIR --labels CSV)")
@@ -297,6 +304,29 @@ def cmd_bench_search(args) -> int:
     return 0
 
 
+def cmd_bench_geoclip(args) -> int:
+    import torch
+
+    from hierloc.eval import geoclip_bench as gb
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    try:
+        levels = tuple(float(v) for v in args.noise.split(","))
+    except ValueError:
+        raise CommandError("--noise needs comma-separated multiples of the calibrated level, e.g. 0,0.5,1,1.5") from None
+    decoders = dict(gb.DECODERS)
+    for ckpt in args.checkpoint or []:
+        decoders[f"checkpoint {ckpt}"] = gb.checkpoint_decoder(ckpt, beam=args.beam)
+        decoders[f"checkpoint {ckpt} (flat)"] = gb.checkpoint_decoder(ckpt, beam=args.beam, search="flat")
+    res = gb.run(n_photos=args.photos, where=args.where, locations=args.locations, levels=levels,
+                 decoders=decoders, seed=args.seed)
+    if args.out:
+        gb.write(res, Path(args.out))
+    print(json.dumps(res, indent=2) if args.json else gb.markdown(res))
+    return 0
+
+
 # ---------------------------------------------------------------------------------------
 # parser
 # ---------------------------------------------------------------------------------------
@@ -396,7 +426,7 @@ def build_parser() -> argparse.ArgumentParser:
                     help="zero-shot (default), preview, an open_clip:MODEL:TAG backbone, or a hub repo id")
     dl.set_defaults(func=cmd_download)
 
-    bench = sub.add_parser("bench", help="measure speed")
+    bench = sub.add_parser("bench", help="measure speed and accuracy")
     bsub = bench.add_subparsers(dest="bench_command", metavar="WHAT", required=True)
     bs = bsub.add_parser("search", help="beam-search throughput over 244k places (the paper's size)")
     bs.add_argument("--json", action="store_true")
@@ -410,6 +440,19 @@ def build_parser() -> argparse.ArgumentParser:
     bs.add_argument("--levels", help="places per level, e.g. 233,4946,29214,209894 (default: the paper's)")
     bs.add_argument("--no-flat", action="store_true", help="skip the flat (full scan) search")
     bs.set_defaults(func=cmd_bench_search)
+    bg = bsub.add_parser("geoclip", help="decoders on GeoCLIP-space pseudo-photos (a proxy, not real photos)")
+    bg.add_argument("--json", action="store_true")
+    bg.add_argument("--photos", type=int, default=1000, help="photo locations to sample (default 1000)")
+    bg.add_argument("--where", choices=["cities", "gallery"], default="cities",
+                    help="sample locations from population-weighted cities (default) or GeoCLIP's GPS gallery")
+    bg.add_argument("--locations", metavar="CSV", help="use these photo locations instead (latitude, longitude)")
+    bg.add_argument("--noise", default="0,0.5,1,1.5", help="noise levels, multiples of the calibrated one")
+    bg.add_argument("--checkpoint", action="append", metavar="DIR", help="also a GeoCLIP-space checkpoint (repeatable)")
+    bg.add_argument("--beam", type=int, default=10)
+    bg.add_argument("--seed", type=int, default=0)
+    bg.add_argument("--threads", type=int, default=0)
+    bg.add_argument("--out", metavar="DIR", help="also write geoclip_bench.json and geoclip_bench.md here")
+    bg.set_defaults(func=cmd_bench_geoclip)
     return parser
 
 

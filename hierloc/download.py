@@ -22,7 +22,7 @@ def download(what: str = "zero-shot") -> dict:
     if what == "zero-shot":
         from hierloc.data.place_features import location_features
         from hierloc.geo.places import default_places
-        from hierloc.infer.zeroshot import CLIP_REPO
+        from hierloc.infer.zeroshot import CLIP_REPO, gallery_features
 
         out = {}
         if not hub_reachable():
@@ -35,6 +35,7 @@ def download(what: str = "zero-shot") -> dict:
         out["clip"] = path
         feats = location_features(default_places())  # GeoCLIP place features, cached (offline)
         out["place_features"] = sum(len(f) for f in feats)
+        out["gallery_features"] = len(gallery_features())  # the decoder's support points, cached
         return out
     if what.startswith("open_clip:"):
         from hierloc.model.backbones import BackboneUnavailable, load_backbone

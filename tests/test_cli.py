@@ -3,6 +3,7 @@ import subprocess
 import sys
 
 import pandas as pd
+import pytest
 
 
 def run(*args):
@@ -59,3 +60,18 @@ def test_bench_search_json_keys():
     res = json.loads(out.stdout)
     assert {"places", "dim", "beam", "batched_qps", "single_query_ms", "device"} <= res.keys()
     assert res["places"] == 385 and res["dim"] == 128 and res["batched_qps"] > 0
+
+
+@pytest.mark.slow
+def test_bench_geoclip_on_my_own_locations(tmp_path):
+    where = tmp_path / "mine.csv"
+    where.write_text("latitude,longitude\n48.8566,2.3522\n35.6762,139.6503\n-33.87,151.21\n40.71,-74.0\n")
+    out = run("bench", "geoclip", "--locations", str(where), "--noise", "0", "--json", "--out", str(tmp_path / "o"))
+    assert out.returncode == 0, out.stderr
+    res = json.loads(out.stdout)
+    assert res["photos"] == 4 and "not accuracy on real photos" in res["benchmark"]
+    shipped = res["levels"][0]["results"]["zero-shot, tree posterior (shipped)"]
+    assert shipped["accuracy"]["country"] == 1.0  # Paris, Tokyo, Sydney, New York without noise
+    assert (tmp_path / "o" / "geoclip_bench.md").read_text().startswith("GeoCLIP-space proxy benchmark")
+    bad = run("bench", "geoclip", "--noise", "x")
+    assert bad.returncode == 2 and "--noise" in bad.stderr

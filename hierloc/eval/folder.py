@@ -2,7 +2,8 @@
 
 Labels: a CSV with columns file, latitude, longitude and, optionally, the places:
 either keys (unique_country, unique_region, unique_sub-region, unique_city, OSV-5M's)
-or names (country as ISO alpha-2, region, sub-region, city). Distances use the rows
+or names (country as ISO alpha-2, region, sub-region, city). Im2GPS3k's layout
+(IMG_ID, LAT, LON; the photo file named by IMG_ID) is read as file, latitude, longitude. Distances use the rows
 with coordinates; each level's accuracy uses the rows that name that level.
 """
 
@@ -27,6 +28,9 @@ def evaluate_folder(images, labels, model=None, beam: int = 10, predictor=None) 
     from hierloc.infer.predictor import load_predictor
 
     df = pd.read_csv(labels, dtype=str, keep_default_na=False)
+    layout = "im2gps3k" if {"IMG_ID", "LAT", "LON"} <= set(df.columns) and "file" not in df.columns else "hierloc"
+    if layout == "im2gps3k":
+        df = df.rename(columns={"IMG_ID": "file", "LAT": "latitude", "LON": "longitude"})
     if "file" not in df.columns:
         raise ValueError(f"{labels} needs a 'file' column naming the photos in {images}")
     predictor = predictor or load_predictor(model)
@@ -66,7 +70,7 @@ def evaluate_folder(images, labels, model=None, beam: int = 10, predictor=None) 
         vals = df[col][ok].tolist()
         true[level] = [v if use_keys else (v.strip().upper() if level == "country" else _norm(v)) or "NaN" for v in vals]
         pred[level], rg[level] = pred_values(i), rg_values(i)
-    res = {"n_photos": len(df), "n_read": int(ok.sum()), "n_with_gps": int(has_gps.sum()),
+    res = {"layout": layout, "n_photos": len(df), "n_read": int(ok.sum()), "n_with_gps": int(has_gps.sum()),
            "profile": predictor.profile, "untrained": predictor.untrained,
            "failed": {str(df["file"][i]): preds[i].error for i in np.flatnonzero(~ok)}}
     if has_gps.any():

@@ -27,6 +27,12 @@ PUBLISHED = {  # OSV-5M test (METHOD.md section 3): accuracy %, mean km, GeoScor
     "HierLoc paper, DINOv3": (82.9, 55.0, 40.7, 23.3, 861, 3963),
 }
 
+PUBLISHED_IM2GPS3K = {  # Im2GPS3k, % within 1 / 25 / 200 / 750 / 2500 km (METHOD.md section 3)
+    "GeoCLIP": (14.1, 34.5, 50.7, 69.7, 83.8),
+    "HierLoc paper": (11.3, 43.8, 58.4, 74.1, 85.1),
+    "PIGEON": (11.3, 36.7, 53.8, 72.4, 85.3),
+}
+
 
 def geoscore(dist_km) -> float:
     return float(np.mean(5000.0 * np.exp(-np.asarray(dist_km, dtype=np.float64) / GEOSCORE_SCALE_KM)))
@@ -90,4 +96,15 @@ def markdown_table(results: dict[str, dict]) -> str:
     for name, (c, r, s, ci, mean_km, gs) in PUBLISHED.items():
         cells = ["-" if v is None else f"{v:.1f}" for v in (c, r, s, ci)]
         rows.append(f"| {name} (published) | " + " | ".join(cells) + f" | {mean_km} | - | {gs} |")
+    return "\n".join([head, *rows])
+
+
+def km_table(results: dict[str, dict], published: dict = PUBLISHED_IM2GPS3K) -> str:
+    """% within 1/25/200/750/2500 km and median km per result, beside published rows."""
+    head = ("| method | " + " | ".join(f"{t} km" for t in THRESHOLDS_KM) + " | median km |\n"
+            + "|---" * (len(THRESHOLDS_KM) + 2) + "|")
+    rows = [f"| {name} | " + " | ".join(f"{100 * m['acc_km'][str(t)]:.1f}" for t in THRESHOLDS_KM)
+            + f" | {m['median_km']:.1f} |" for name, m in results.items() if "acc_km" in m]
+    rows += [f"| {name} (published, Im2GPS3k) | " + " | ".join(str(v) for v in vals) + " | - |"
+             for name, vals in published.items()]
     return "\n".join([head, *rows])

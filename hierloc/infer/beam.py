@@ -75,12 +75,16 @@ class SearchResult:
     """paths (B, k, 4) local indices per level (-1 where fewer than k paths exist);
     sq_dist (B, k, 4) squared geodesic distance of each path's place to the photo;
     score (B, k) = -sq_dist at the city level (higher is better; -inf for missing);
-    confidence (B, 4): the best path's per-level confidence."""
+    confidence (B, 4): the best path's per-level confidence;
+    gps (B, k, 2) degrees, when the decoder places a path finer than its city's centroid;
+    probability (B, k), when the decoder gives each path a posterior probability."""
 
     paths: torch.Tensor
     sq_dist: torch.Tensor
     score: torch.Tensor
     confidence: torch.Tensor
+    gps: torch.Tensor | None = None
+    probability: torch.Tensor | None = None
 
     @property
     def best(self) -> torch.Tensor:

@@ -52,6 +52,7 @@ class Engine:
     tau: float
     encode: Callable            # list of RGB PIL images -> (B, p) photo points
     confidence: Callable | None = None  # (z (B, p), best (B, 4)) -> (B, 4), overrides beam's
+    search: Callable | None = None      # (z (B, p), k) -> SearchResult, replaces beam search
 
 
 @dataclass
@@ -129,7 +130,10 @@ class Predictor:
         t0 = time.perf_counter()
         z = e.encode(images)  # (B, p)
         t1 = time.perf_counter()
-        res = beam_search(e.geometry, z, e.level_points, self.tree, beam=max(beam, top_k), tau=e.tau)
+        if e.search is not None:
+            res = e.search(z, max(beam, top_k))
+        else:
+            res = beam_search(e.geometry, z, e.level_points, self.tree, beam=max(beam, top_k), tau=e.tau)
         conf = e.confidence(z, res.best) if e.confidence else res.confidence  # (B, 4)
         t2 = time.perf_counter()
         out = []
@@ -155,7 +159,10 @@ class Predictor:
                          "confidence": round(float(conf[b, lv]), 4), "latitude": float(t.lat_deg[row]),
                          "longitude": float(t.lon_deg[row])})
         city = self._row(3, best[3])
-        probs = torch.softmax(res.score[b] / e.tau, 0) if e.confidence is None else None
+        if res.probability is not None:
+            probs = res.probability[b]
+        else:
+            probs = torch.softmax(res.score[b] / e.tau, 0) if e.confidence is None else None
         cands = []
         for k in range(min(top_k, res.paths.shape[1])):
             p = res.paths[b, k]
@@ -166,12 +173,19 @@ class Predictor:
                           "probability": round(float(probs[k]), 4) if probs is not None else None,
                           "path": [{"key": str(t.key[self._row(lv, p[lv])]), "name": str(t.name[self._row(lv, p[lv])])}
                                    for lv in range(4)],
-                          "latitude": float(t.lat_deg[crow]), "longitude": float(t.lon_deg[crow])})
+                          "latitude": self._gps(res, b, k, crow)[0], "longitude": self._gps(res, b, k, crow)[1]})
         cc = str(t.country_code[city])
+        lat, lon = self._gps(res, b, 0, city)
         return Prediction(ok=True, profile=e.profile, model=e.description, untrained=e.untrained, path=path,
-                          latitude=float(t.lat_deg[city]), longitude=float(t.lon_deg[city]),
+                          latitude=lat, longitude=lon,
                           score=round(float(res.score[b, 0]), 4), country_code=cc, flag=country_flag(cc),
                           candidates=cands)
+
+    def _gps(self, res, b: int, k: int, city_row: int) -> tuple[float, float]:
+        """The decoder's GPS for path k when it gives one, else the city's centroid."""
+        if res.gps is not None:
+            return float(res.gps[b, k, 0]), float(res.gps[b, k, 1])
+        return float(self.table.lat_deg[city_row]), float(self.table.lon_deg[city_row])
 
     def disk_points(self, z: torch.Tensor, paths: torch.Tensor, siblings: int = 10) -> dict:
         """The photo and the places worth drawing: the answer's path, up to ``siblings``
@@ -260,28 +274,19 @@ def zeroshot_engine(table: PlaceTable | None = None, device: str = "cpu", random
 
     table = table or default_places()
     image_path = zs.load_image_path(device, random_weights=random_weights)
-    loc = location_features(table)
-    points = zs.place_points(loc)
-    unit = [torch.nn.functional.normalize(f, dim=-1) for f in loc]
-    scale = zs.geoclip_logit_scale()
+    posterior = zs.TreePosterior.for_table(table, location_features(table)[3])
+    points = zs.place_points(posterior.place_directions())
     geometry = Geometry("lorentz", 1.0)
 
     def encode(images):
         u = image_path(image_path.preprocess(images).to(device))
         return zs.photo_points(u.cpu())
 
-    def confidence(z, best):
-        """GeoCLIP's own calibration: softmax over the whole level of scale * cosine."""
-        u = torch.nn.functional.normalize(z[:, 1:], dim=-1)  # exp_0 keeps the direction
-        out = []
-        for lv in range(4):
-            logits = scale * (u @ unit[lv].T)  # (B, N_l)
-            prob = torch.softmax(logits.double(), dim=1)
-            out.append(prob.gather(1, best[:, lv:lv + 1].clamp_min(0)).squeeze(1))
-        return torch.stack(out, 1).float()
+    def search(z, k):
+        return posterior.search(z[:, 1:], k)  # exp_0 keeps the direction: z's space part is along u
 
     desc = "CLIP ViT-L/14 (OpenAI) + GeoCLIP" + (" [random CLIP weights]" if random_weights else "")
-    return Engine("zero-shot", desc, random_weights, table, geometry, points, 1.0, encode, confidence)
+    return Engine("zero-shot", desc, random_weights, table, geometry, points, 1.0, encode, search=search)
 
 
 # ---------------------------------------------------------------------------------------

@@ -54,8 +54,9 @@ cities from GeoNames) embedded in hyperbolic space, and walks down the tree with
 countries, then their best regions, and so on. The method follows *HierLoc: Hyperbolic Entity Embeddings for
 Hierarchical Visual Geolocation* (arXiv 2601.23064).
 
-Models: **trained** (a HierLoc checkpoint), **zero-shot** (CLIP ViT-L/14 and GeoCLIP's published encoders
-placed in the same hyperbolic space, no HierLoc training), **offline preview** (runs with no network; its
+Models: **trained** (a HierLoc checkpoint), **zero-shot** (CLIP ViT-L/14 and GeoCLIP's published encoders,
+no HierLoc training: each place is judged by the probability of everything inside it, its cities and GeoCLIP's
+100k gallery locations, and the places are drawn in the same hyperbolic space), **offline preview** (runs with no network; its
 head is untrained, so its answers are not real predictions).
 
 Data: GeoNames (CC BY 4.0), Natural Earth boundaries (public domain; sub-region outlines are approximations),

@@ -146,3 +146,34 @@ def test_cli_eval_images(data_dir):
     assert res["n_read"] == 3 and res["n_with_gps"] == 3 and res["profile"] == "preview"
     assert {"median_km", "geoscore", "acc_km", "accuracy", "accuracy_reverse_geocoded"} <= set(res)
     assert res["level_counts"]["country"] == 3
+
+
+def test_an_engine_with_its_own_search_answers_through_it(data_dir):
+    """The zero-shot profile's path: photo points whose direction is a GeoCLIP feature,
+    decoded by the tree posterior (here over a tiny table, cities as the only support)."""
+    import numpy as np
+    import torch
+
+    from hierloc.data.place_features import location_features
+    from hierloc.infer import zeroshot as zs
+    from hierloc.model.geometry import Geometry
+    from tests.model.helpers import tiny_places
+
+    table = tiny_places()
+    loc = location_features(table, cache=data_dir / "tmp_tiny_location.safetensors")
+    (data_dir / "tmp_tiny_location.safetensors").unlink()
+    post = zs.TreePosterior.for_table(table, loc[3], with_gallery=False)
+    target = 5  # the photo is taken exactly at city 5
+    u = torch.nn.functional.normalize(loc[3][target:target + 1], dim=-1)
+    engine = P.Engine("zero-shot", "test", False, table, Geometry("lorentz", 1.0),
+                      zs.place_points(post.place_directions()), 1.0,
+                      lambda images: zs.photo_points(u.expand(len(images), -1)),
+                      search=lambda z, k: post.search(z[:, 1:], k))
+    pred = P.Predictor(engine).predict(data_dir / "exif" / "DSCN0010.jpg", top_k=3)
+    city_row = table.level_slice("city").start + target
+    assert pred.path[3]["key"] == table.key[city_row]
+    assert (pred.latitude, pred.longitude) == (table.lat_deg[city_row], table.lon_deg[city_row])
+    probs = [c["probability"] for c in pred.candidates]
+    assert len(probs) == 3 and probs == sorted(probs, reverse=True) and 0 < sum(probs) <= 1 + 1e-6
+    assert np.isclose(pred.path[3]["confidence"], probs[0], atol=1e-4)
+    assert pred.disk["places"]

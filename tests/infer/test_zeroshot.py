@@ -58,3 +58,93 @@ def test_our_image_path_reproduces_geoclips(data_dir):
         path.unlink()
     assert torch.allclose(mine, ref, atol=1e-5), (mine - ref).abs().max()
     assert np.isfinite(mine.numpy()).all()
+
+
+# ---- the tree posterior -----------------------------------------------------------------
+def _unit(x):
+    return torch.nn.functional.normalize(x, dim=-1)
+
+
+def _tiny_tree(n_a=30, seed=0):
+    """Two countries, one region and one sub-region each. Country A: n_a cities spread
+    wide (its centroid is like none of them); country B: one city. Returns the city
+    features (n_a + 1, 512) and a TreePosterior over the cities alone."""
+    g = torch.Generator().manual_seed(seed)
+    cities = _unit(torch.randn(n_a + 1, 512, generator=g))
+    parents = [2, torch.tensor([0, 1]), torch.tensor([0, 1]), torch.tensor([0] * n_a + [1])]
+    latlon = np.stack([np.linspace(-10, 10, n_a + 1), np.linspace(0, 20, n_a + 1)], 1)
+    post = zs.TreePosterior(cities, np.arange(n_a + 1), latlon, parents, (2, 2, 2, n_a + 1))
+    return cities, post
+
+
+def test_a_country_is_not_lost_because_its_centroid_is_far():
+    cities, post = _tiny_tree()
+    n_a = cities.shape[0] - 1
+    # the photo is exactly city 3 of A, but B's only city is the more similar *centroid*
+    photo = cities[3:4]
+    b_city = _unit(0.5 * photo + 0.5 * _unit(torch.randn(1, 512, generator=torch.Generator().manual_seed(9))))
+    cities[n_a] = b_city[0]
+    post = zs.TreePosterior(cities, np.arange(n_a + 1), post.support_latlon.numpy(),
+                            [2, torch.tensor([0, 1]), torch.tensor([0, 1]), torch.tensor([0] * n_a + [1])],
+                            (2, 2, 2, n_a + 1))
+    centroid_a = _unit(cities[:n_a].mean(0))
+    assert float(photo[0] @ b_city[0]) > float(photo[0] @ centroid_a)  # centroids would choose B
+    res = post.search(photo, k=3)
+    assert res.best[0].tolist() == [0, 0, 0, 3]
+    assert res.confidence[0, 0] > 0.99
+    assert np.allclose(res.gps[0, 0].numpy(), post.support_latlon[3].numpy())
+
+
+def test_posterior_masses_are_probabilities_and_paths_are_consistent():
+    g = torch.Generator().manual_seed(1)
+    n_city = 40
+    city_parent = torch.arange(n_city) % 6          # 6 sub-regions
+    sub_parent = torch.tensor([0, 0, 1, 1, 2, 2])   # 3 regions
+    reg_parent = torch.tensor([0, 0, 1])            # 2 countries
+    cities = _unit(torch.randn(n_city, 512, generator=g))
+    extra = _unit(torch.randn(25, 512, generator=g))  # gallery-like points filed under cities
+    support = torch.cat([cities, extra])
+    support_city = np.concatenate([np.arange(n_city), np.arange(25) % n_city])
+    latlon = np.random.default_rng(0).uniform(-50, 50, (len(support), 2))
+    post = zs.TreePosterior(support, support_city, latlon, [2, reg_parent, sub_parent, city_parent],
+                            (2, 3, 6, n_city), temperature=20.0)
+    u = _unit(torch.randn(7, 512, generator=g))
+    mass, logits = post.level_log_mass(u)
+    for lv in range(4):
+        assert torch.allclose(mass[lv].exp().sum(1), torch.ones(7, dtype=mass[lv].dtype), atol=1e-5)
+    # brute force: city mass = normalised sum of exp(T cos) over its support points
+    raw = torch.exp(20.0 * (u @ support.T)).double()
+    city_mass = torch.zeros(7, n_city, dtype=torch.float64).index_add_(1, torch.as_tensor(support_city), raw)
+    assert torch.allclose(mass[3].exp().double(), city_mass / city_mass.sum(1, keepdim=True), atol=1e-5)
+    res = post.search(u, k=5)
+    parents = [None, reg_parent, sub_parent, city_parent]
+    for b in range(7):
+        for k in range(5):
+            for lv in (1, 2, 3):
+                assert int(parents[lv][res.paths[b, k, lv]]) == int(res.paths[b, k, lv - 1])
+        # greedy: each level's answer has the largest mass among its siblings (cities: own point weighted)
+        best = res.best[b]
+        for lv in (1, 2):
+            sibs = torch.nonzero(parents[lv] == best[lv - 1]).squeeze(1)
+            assert int(sibs[mass[lv][b, sibs].argmax()]) == int(best[lv])
+        sibs = torch.nonzero(parents[3] == best[2]).squeeze(1)  # the city: own point weighs CITY_WEIGHT
+        weighted = city_mass[b] + (zs.CITY_WEIGHT - 1) * torch.exp(20.0 * (u[b] @ cities.T)).double()
+        assert int(sibs[weighted[sibs].argmax()]) == int(best[3])
+        assert int(best[0]) == int(mass[0][b].argmax())
+        assert torch.allclose(res.confidence[b], torch.stack([mass[lv][b, best[lv]].exp() for lv in range(4)]))
+        # candidates after the first are distinct cities in decreasing mass
+        assert len(set(res.paths[b, :, 3].tolist())) == 5
+        assert (res.probability[b, 1:].diff() <= 1e-7).all()
+        # GPS: the support point of largest cosine inside each city
+        for k in range(5):
+            inside = np.flatnonzero(support_city == int(res.paths[b, k, 3]))
+            j = inside[int(logits[b, inside].argmax())]
+            assert np.allclose(res.gps[b, k].numpy(), latlon[j])
+
+
+def test_place_directions_pool_what_lies_below():
+    cities, post = _tiny_tree(n_a=4)
+    d = post.place_directions()
+    assert torch.allclose(d[0][0], _unit(cities[:4].sum(0)), atol=1e-6)
+    assert torch.allclose(d[3], cities, atol=1e-6)
+    assert [x.shape[0] for x in d] == [2, 2, 2, 5]

@@ -1,0 +1,358 @@
+"""The GeoCLIP-space benchmark: decoders compared on photo features made by GeoCLIP's
+real pretrained location encoder. A proxy, not accuracy on real photos.
+
+GeoCLIP trains its image head so that a photo's feature points the way of its location
+encoder's output for the photo's GPS; loc(true GPS) is therefore the best feature any
+image encoder in this space can give, and a real photo's feature is that, blurred.
+Here a photo's feature is
+
+    u = normalise( loc(GPS') / |loc(GPS')| + s * n ),   n ~ N(0, I / 512)
+
+with two kinds of blur (:class:`NoiseModel`):
+- isotropic, ``s``: the encoder's general uncertainty;
+- structured: a share ``q`` of the photos is encoded at GPS' = the true GPS moved a
+  log-normal distance (median ``displace_median_km``) in a random direction, the rest at
+  GPS' = GPS. Real confusions are between places that look alike, and places that look
+  alike are mostly near one another (same climate, vegetation, architecture, road
+  furniture); with isotropic noise alone the errors are either tiny or global, and the
+  accuracy curve over 25..2500 km comes out flatter than any published one.
+
+Calibration (``CALIBRATED``): s, q and the displacement were set so that GeoCLIP's own
+decoder (arg-max cosine over the 100k GPS gallery in the geoclip wheel) reproduces
+GeoCLIP's published Im2GPS3k accuracy within a few points at 25/200/750/2500 km; the
+numbers are in the README. Noise levels are multiples of the calibrated one (s and q
+scaled together): 0 gives loc(true GPS) itself.
+
+Photo locations: population-weighted cities with a few km of jitter (as GeoSynth),
+the GeoCLIP gallery's points with the same jitter, or a CSV of latitude/longitude.
+Ground truth: the benchmark's protocol (nearest GeoNames point).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import asdict, dataclass, replace
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from hierloc import LEVELS
+from hierloc.eval.metrics import PUBLISHED_IM2GPS3K, THRESHOLDS_KM, all_metrics
+
+log = logging.getLogger(__name__)
+
+FEATURE_DIM = 512
+DEFAULT_LEVELS = (0.0, 0.5, 1.0, 1.5)
+
+
+@dataclass(frozen=True)
+class NoiseModel:
+    """How a photo's GeoCLIP feature strays from loc(true GPS) (see the module docstring)."""
+
+    isotropic: float = 3.5            # s: norm of the added Gaussian vector, relative to 1
+    share_displaced: float = 0.35     # q: share of photos that look like somewhere near
+    displace_median_km: float = 300.0
+    displace_sigma: float = 1.0       # log-normal spread of the displacement
+
+    def __post_init__(self):
+        if self.isotropic < 0 or not 0 <= self.share_displaced <= 1 or self.displace_median_km <= 0:
+            raise ValueError(f"invalid noise model {self}")
+
+    def at(self, level: float) -> "NoiseModel":
+        """This model scaled by ``level`` (0: no noise; 1: as calibrated)."""
+        return replace(self, isotropic=self.isotropic * level,
+                       share_displaced=min(1.0, self.share_displaced * level))
+
+
+CALIBRATED = NoiseModel()
+
+
+# ---------------------------------------------------------------------------------------
+# photo locations and features
+# ---------------------------------------------------------------------------------------
+def _jitter(lat_deg, lon_deg, jitter_km: float, rng) -> tuple[np.ndarray, np.ndarray]:
+    n = len(lat_deg)
+    ang = rng.uniform(0, 2 * np.pi, n)
+    r_km = np.abs(rng.normal(0, jitter_km, n))
+    lat = np.clip(lat_deg + r_km * np.cos(ang) / 111.0, -89.9, 89.9)
+    lon = lon_deg + r_km * np.sin(ang) / (111.0 * np.cos(np.radians(lat)))
+    return lat, ((lon + 180.0) % 360.0) - 180.0
+
+
+def sample_locations(n: int, where: str = "cities", seed: int = 0, jitter_km: float = 3.0, table=None):
+    """(lat_deg, lon_deg) of n photos: 'cities' (population-weighted cities of the
+    offline hierarchy) or 'gallery' (GeoCLIP's 100k GPS gallery, uniform), jittered."""
+    rng = np.random.default_rng(seed)
+    if where == "cities":
+        from hierloc.geo.places import default_places
+
+        table = table or default_places()
+        city = table.level_slice("city")
+        rows = np.arange(city.start, city.stop)
+        pop = np.nan_to_num(table.population[rows], nan=1000.0).clip(min=1000.0)
+        pick = rows[rng.choice(len(rows), size=n, p=pop / pop.sum())]
+        return _jitter(table.lat_deg[pick], table.lon_deg[pick], jitter_km, rng)
+    if where == "gallery":
+        from hierloc.infer.zeroshot import gallery_latlon
+
+        g = gallery_latlon()
+        pick = rng.choice(len(g), size=n, replace=n > len(g))
+        return _jitter(g[pick, 0], g[pick, 1], jitter_km, rng)
+    raise ValueError(f"unknown photo locations {where!r}: expected 'cities', 'gallery' or a CSV file")
+
+
+def read_locations(path) -> tuple[np.ndarray, np.ndarray]:
+    """A CSV with latitude/longitude columns (also lat/lon, LAT/LON) -> degrees."""
+    import pandas as pd
+
+    df = pd.read_csv(path)
+    cols = {c.lower(): c for c in df.columns}
+    for la, lo in (("latitude", "longitude"), ("lat", "lon"), ("lat", "lng")):
+        if la in cols and lo in cols:
+            lat = pd.to_numeric(df[cols[la]], errors="coerce").to_numpy(dtype=np.float64)
+            lon = pd.to_numeric(df[cols[lo]], errors="coerce").to_numpy(dtype=np.float64)
+            ok = np.isfinite(lat) & np.isfinite(lon) & (np.abs(lat) <= 90) & (np.abs(lon) <= 180)
+            if not ok.any():
+                raise ValueError(f"{path}: no valid latitude/longitude rows")
+            if not ok.all():
+                log.warning("%s: %d rows without a valid latitude/longitude left out", path, int((~ok).sum()))
+            return lat[ok], lon[ok]
+    raise ValueError(f"{path} needs latitude and longitude columns (or lat/lon), found {list(df.columns)}")
+
+
+def displace(lat_deg, lon_deg, dist_km, bearing_rad) -> tuple[np.ndarray, np.ndarray]:
+    """Move points along great circles: the destination of each start, distance, bearing."""
+    R = 6371.0
+    la, lo, d = np.radians(lat_deg), np.radians(lon_deg), np.asarray(dist_km) / R
+    la2 = np.arcsin(np.sin(la) * np.cos(d) + np.cos(la) * np.sin(d) * np.cos(bearing_rad))
+    lo2 = lo + np.arctan2(np.sin(bearing_rad) * np.sin(d) * np.cos(la), np.cos(d) - np.sin(la) * np.sin(la2))
+    return np.degrees(la2), ((np.degrees(lo2) + 180.0) % 360.0) - 180.0
+
+
+@torch.inference_mode()
+def location_unit(encoder, lat_deg, lon_deg, batch: int = 8192) -> torch.Tensor:
+    """Unit GeoCLIP location features: (N,) degrees -> (N, 512)."""
+    ll = torch.as_tensor(np.stack([lat_deg, lon_deg], 1), dtype=torch.float32)
+    f = torch.cat([encoder(ll[i:i + batch]) for i in range(0, len(ll), batch)])
+    return torch.nn.functional.normalize(f, dim=-1)
+
+
+def photo_features(encoder, lat_deg, lon_deg, noise: NoiseModel, seed: int = 0) -> torch.Tensor:
+    """Pseudo-photo features (N, 512) for photos taken at (lat_deg, lon_deg)."""
+    rng = np.random.default_rng(seed)
+    n = len(lat_deg)
+    lat, lon = np.array(lat_deg, dtype=np.float64), np.array(lon_deg, dtype=np.float64)
+    moved = rng.random(n) < noise.share_displaced
+    if moved.any():
+        dist = np.exp(np.log(noise.displace_median_km) + noise.displace_sigma * rng.standard_normal(int(moved.sum())))
+        lat[moved], lon[moved] = displace(lat[moved], lon[moved], dist, rng.uniform(0, 2 * np.pi, int(moved.sum())))
+    w = location_unit(encoder, lat, lon)
+    g = torch.Generator().manual_seed(seed)
+    gauss = torch.randn(w.shape, generator=g) / FEATURE_DIM ** 0.5  # (N, 512), norm ~ 1
+    return torch.nn.functional.normalize(w + noise.isotropic * gauss, dim=-1)
+
+
+# ---------------------------------------------------------------------------------------
+# decoders: (N, 512) unit features -> predicted keys per level, lat, lon
+# ---------------------------------------------------------------------------------------
+@dataclass
+class Decoded:
+    keys: dict          # level -> (N,) keys (None: read off the GPS by reverse geocoding)
+    lat_deg: np.ndarray
+    lon_deg: np.ndarray
+
+
+class Space:
+    """Everything the decoders share: place table, GeoCLIP features, reverse geocoder."""
+
+    def __init__(self, table=None):
+        from hierloc.data.place_features import load_geoclip_location_encoder, location_features
+        from hierloc.geo.places import default_places
+        from hierloc.geo.reverse import ReverseGeocoder
+        from hierloc.infer.zeroshot import gallery_features, gallery_latlon
+
+        self.table = table or default_places()
+        self.encoder = load_geoclip_location_encoder()
+        self.loc = location_features(self.table)  # per level (N_l, 512) at centroids
+        self.gallery_latlon = gallery_latlon()
+        self.gallery = gallery_features()
+        self.rg = ReverseGeocoder(self.table, "benchmark")
+        self._posterior = None
+
+    def keys_of_city_rows(self, rows) -> dict:
+        return {lv: self.table.key[self.table.ancestor_at(rows, i)].astype(str) for i, lv in enumerate(LEVELS)}
+
+    def keys_of_paths(self, paths: np.ndarray, table=None) -> dict:
+        table = table or self.table
+        return {lv: table.key[paths[:, i] + table.level_slice(i).start].astype(str) for i, lv in enumerate(LEVELS)}
+
+    def truth(self, lat_deg, lon_deg) -> dict:
+        return self.keys_of_city_rows(self.rg.lookup(lat_deg, lon_deg))
+
+    @property
+    def posterior(self):
+        if self._posterior is None:
+            from hierloc.infer.zeroshot import TreePosterior
+
+            self._posterior = TreePosterior.for_table(self.table, self.loc[3])
+        return self._posterior
+
+
+def _argmax_cos(u: torch.Tensor, keys: torch.Tensor, chunk: int = 512) -> np.ndarray:
+    keys = torch.nn.functional.normalize(keys.float(), dim=-1)
+    return torch.cat([(u[i:i + chunk] @ keys.T).argmax(1) for i in range(0, len(u), chunk)]).numpy()
+
+
+def decode_gallery(space: Space, u: torch.Tensor) -> Decoded:
+    """GeoCLIP's own decoder: the gallery point of largest cosine; places by reverse geocoding."""
+    i = _argmax_cos(u, space.gallery)
+    lat, lon = space.gallery_latlon[i, 0], space.gallery_latlon[i, 1]
+    return Decoded(space.keys_of_city_rows(space.rg.lookup(lat, lon)), lat, lon)
+
+
+def decode_flat_city(space: Space, u: torch.Tensor) -> Decoded:
+    """The city of largest cosine (its centroid's feature); the path read off its parents."""
+    city = space.table.level_slice("city")
+    rows = _argmax_cos(u, space.loc[3]) + city.start
+    return Decoded(space.keys_of_city_rows(rows), space.table.lat_deg[rows], space.table.lon_deg[rows])
+
+
+def decode_centroid_beam(space: Space, u: torch.Tensor, beam: int = 10) -> Decoded:
+    """The zero-shot profile before the tree posterior: beam search over places put along
+    their centroid's location feature (fixed radii)."""
+    from hierloc.infer import zeroshot as zs
+    from hierloc.infer.beam import Hierarchy, beam_search
+    from hierloc.model.geometry import Geometry
+
+    tree = Hierarchy.from_table(space.table)
+    points = zs.place_points(space.loc)
+    best = []
+    with torch.inference_mode():
+        for i in range(0, len(u), 1024):
+            best.append(beam_search(Geometry("lorentz", 1.0), zs.photo_points(u[i:i + 1024]), points, tree,
+                                    beam=beam).best)
+    paths = torch.cat(best).numpy()
+    rows = paths[:, 3] + space.table.level_slice("city").start
+    return Decoded(space.keys_of_paths(paths), space.table.lat_deg[rows], space.table.lon_deg[rows])
+
+
+def decode_tree_posterior(space: Space, u: torch.Tensor) -> Decoded:
+    """The zero-shot profile as shipped: infer.zeroshot.TreePosterior."""
+    res = space.posterior.search(u, k=1)
+    gps = res.gps[:, 0].numpy()
+    return Decoded(space.keys_of_paths(res.best.numpy()), gps[:, 0], gps[:, 1])
+
+
+def checkpoint_decoder(source: str, beam: int = 10, search: str = "beam"):
+    """A HierLoc checkpoint whose photo head takes 512-d GeoCLIP features."""
+    from hierloc.eval.evaluate import predict_features
+    from hierloc.train.checkpoint import load_checkpoint
+
+    model, table, _ = load_checkpoint(source)
+    if model.config.feat_dim != FEATURE_DIM:
+        raise ValueError(f"checkpoint {source} takes {model.config.feat_dim}-d features, not GeoCLIP's "
+                         f"{FEATURE_DIM}-d: it was not trained in GeoCLIP's space")
+
+    def decode(space: Space, u: torch.Tensor) -> Decoded:
+        best, _ = predict_features(model, table, u, beam=beam, search=search)
+        rows = best[:, 3] + table.level_slice("city").start
+        return Decoded(space.keys_of_paths(best, table), table.lat_deg[rows], table.lon_deg[rows])
+
+    return decode
+
+
+DECODERS = {
+    "GeoCLIP gallery retrieval": decode_gallery,
+    "flat nearest city": decode_flat_city,
+    "zero-shot, centroid beam (before)": decode_centroid_beam,
+    "zero-shot, tree posterior (shipped)": decode_tree_posterior,
+}
+BASELINES = ("GeoCLIP gallery retrieval", "flat nearest city")
+
+
+# ---------------------------------------------------------------------------------------
+# the run
+# ---------------------------------------------------------------------------------------
+def score(space: Space, dec: Decoded, lat, lon, truth: dict) -> dict:
+    rg_keys = space.keys_of_city_rows(space.rg.lookup(dec.lat_deg, dec.lon_deg))
+    return all_metrics(dec.lat_deg, dec.lon_deg, lat, lon, pred_keys=dec.keys, true_keys=truth, rg_keys=rg_keys)
+
+
+def run(n_photos: int = 1000, where: str = "cities", locations=None, levels=DEFAULT_LEVELS,
+        noise: NoiseModel = CALIBRATED, decoders: dict | None = None, seed: int = 0, space: Space | None = None) -> dict:
+    """Every decoder on the same photos at every noise level -> results (JSON-ready)."""
+    t0 = time.perf_counter()
+    space = space or Space()
+    if locations is not None:
+        lat, lon = read_locations(locations)
+        where = str(locations)
+    else:
+        lat, lon = sample_locations(n_photos, where, seed, table=space.table)
+    truth = space.truth(lat, lon)
+    decoders = decoders or DECODERS
+    out = {"benchmark": "GeoCLIP-space proxy (GeoCLIP's pretrained location encoder + calibrated noise); "
+                        "not accuracy on real photos",
+           "photos": int(len(lat)), "locations": where, "seed": seed, "noise_model": asdict(noise),
+           "countries": int(len(set(truth["country"]))), "levels": []}
+    for level in levels:
+        u = photo_features(space.encoder, lat, lon, noise.at(level), seed=seed + 1)
+        results = {}
+        for name, fn in decoders.items():
+            t = time.perf_counter()
+            results[name] = score(space, fn(space, u), lat, lon, truth)
+            results[name]["seconds"] = round(time.perf_counter() - t, 2)
+            log.info("noise x%s %s: country %.1f%%, GeoScore %.0f (%.1f s)", level, name,
+                     100 * results[name]["accuracy"]["country"], results[name]["geoscore"], results[name]["seconds"])
+        out["levels"].append({"level": level, "noise": asdict(noise.at(level)), "results": results})
+    out["seconds"] = round(time.perf_counter() - t0, 1)
+    return out
+
+
+def shortfall(results: dict, decoder: str, baselines=BASELINES) -> dict:
+    """Per metric, how many points ``decoder`` is below the best baseline (negative: above).
+    Metrics: the four level accuracies (%) and GeoScore (in points of 5000 / 100)."""
+    out = {}
+    for lv in LEVELS:
+        best = max(results[b]["accuracy"][lv] for b in baselines)
+        out[lv] = round(100 * (best - results[decoder]["accuracy"][lv]), 2)
+    best = max(results[b]["geoscore"] for b in baselines)
+    out["geoscore"] = round((best - results[decoder]["geoscore"]) / 50.0, 2)
+    return out
+
+
+def markdown(res: dict) -> str:
+    """One table per noise level, every decoder a row, plus the published Im2GPS3k rows."""
+    km = " | ".join(f"{t} km" for t in THRESHOLDS_KM)
+    lines = [f"GeoCLIP-space proxy benchmark: {res['photos']} photo locations ({res['locations']}, "
+             f"{res['countries']} countries), seed {res['seed']}. Not accuracy on real photos.", ""]
+    for block in res["levels"]:
+        nm = block["noise"]
+        lines += [f"Noise x{block['level']:g} (isotropic s = {nm['isotropic']:.2f}, "
+                  f"{100 * nm['share_displaced']:.0f}% displaced, median {nm['displace_median_km']:.0f} km):", "",
+                  f"| decoder | country | region | sub-region | city | {km} | median km | GeoScore |",
+                  "|---" * (7 + len(THRESHOLDS_KM)) + "|"]
+        for name, m in block["results"].items():
+            acc = " | ".join(f"{100 * m['accuracy'][lv]:.1f}" for lv in LEVELS)
+            within = " | ".join(f"{100 * m['acc_km'][str(t)]:.1f}" for t in THRESHOLDS_KM)
+            lines.append(f"| {name} | {acc} | {within} | {m['median_km']:.1f} | {m['geoscore']:.0f} |")
+        lines.append("")
+    cal = next((b for b in res["levels"] if b["level"] == 1.0), None)
+    if cal and "GeoCLIP gallery retrieval" in cal["results"]:
+        got = cal["results"]["GeoCLIP gallery retrieval"]["acc_km"]
+        lines.append("Calibration: GeoCLIP's own decoder at x1 gives "
+                     + "/".join(f"{100 * got[str(t)]:.1f}" for t in THRESHOLDS_KM)
+                     + " % within 1/25/200/750/2500 km; published on Im2GPS3k: "
+                     + "/".join(str(v) for v in PUBLISHED_IM2GPS3K["GeoCLIP"]) + ".")
+    lines += ["Published Im2GPS3k (real photos), % within 1/25/200/750/2500 km: "
+              + "; ".join(f"{k} {'/'.join(str(v) for v in vals)}" for k, vals in PUBLISHED_IM2GPS3K.items())]
+    return "\n".join(lines)
+
+
+def write(res: dict, out: Path) -> None:
+    import json
+
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "geoclip_bench.json").write_text(json.dumps(res, indent=2))
+    (out / "geoclip_bench.md").write_text(markdown(res) + "\n")

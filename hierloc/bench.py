@@ -44,6 +44,39 @@ def device_name(device: str) -> str:
     return f"cpu ({platform.machine()}, {torch.get_num_threads()} threads)"
 
 
+PAPER_A100 = {"beam_qps": 13345, "retrieval_qps": 294}
+"""The paper's A100 figures: beam-10 search over its 244k places, and image retrieval."""
+
+
+def bench_retrieval(gallery=100_000, dim=512, k=5, batch=1024, single_runs=200, repeats=5,
+                    device="cpu", seed=0) -> dict:
+    """GeoCLIP-style gallery retrieval: inner products with 100k x 512 unit vectors + top-5."""
+    g = torch.Generator().manual_seed(seed + 2)
+    gal = torch.nn.functional.normalize(torch.randn(gallery, dim, generator=g), dim=-1).to(device)
+    q = torch.nn.functional.normalize(torch.randn(max(batch, single_runs), dim, generator=g), dim=-1).to(device)
+
+    def run(x):
+        out = torch.topk(x @ gal.T, k, dim=1)
+        if device.startswith("cuda"):
+            torch.cuda.synchronize()
+        return out
+
+    with torch.inference_mode():
+        run(q[:batch])
+        times = []
+        for _ in range(repeats):
+            t0 = time.perf_counter()
+            run(q[:batch])
+            times.append(time.perf_counter() - t0)
+        lat = []
+        for i in range(single_runs):
+            t0 = time.perf_counter()
+            run(q[i:i + 1])
+            lat.append((time.perf_counter() - t0) * 1000)
+    return {"retrieval_gallery": gallery, "retrieval_batched_qps": round(batch / statistics.median(times), 1),
+            "retrieval_single_query_ms": round(statistics.median(lat), 3)}
+
+
 def bench_search(sizes=PAPER_SIZES, dim=128, beam=10, batch=1024, single_runs=200, repeats=5,
                  device="cpu", flat=True, seed=0) -> dict:
     """Queries/s (batched) and single-query latency, beam and flat."""
@@ -65,7 +98,8 @@ def bench_search(sizes=PAPER_SIZES, dim=128, beam=10, batch=1024, single_runs=20
         return out
 
     res = {"places": int(sum(sizes)), "levels": list(sizes), "dim": dim, "beam": beam,
-           "batch": batch, "device": device_name(device), "repeats": repeats}
+           "batch": batch, "device": device_name(device), "repeats": repeats,
+           "paper_a100_beam_qps": PAPER_A100["beam_qps"], "paper_a100_retrieval_qps": PAPER_A100["retrieval_qps"]}
     for name, fn in [("beam", beam_search)] + ([("flat", flat_search)] if flat else []):
         run(fn, queries[:batch])  # warm-up
         times = []
@@ -82,9 +116,36 @@ def bench_search(sizes=PAPER_SIZES, dim=128, beam=10, batch=1024, single_runs=20
         key = "" if name == "beam" else "flat_"
         res[f"{key}batched_qps"] = round(qps, 1)
         res[f"{key}single_query_ms"] = round(statistics.median(lat), 3)
+    res.update(bench_retrieval(batch=batch, single_runs=single_runs, repeats=repeats, device=device, seed=seed))
+    res["beam_vs_retrieval"] = round(res["batched_qps"] / res["retrieval_batched_qps"], 1)
     # agreement: how often beam finds flat's nearest city on this data
     with torch.inference_mode():
         b = beam_search(geom, queries[:batch], pts, tree, beam).best[:, 3]
         f = flat_search(geom, queries[:batch], pts, tree, k=1).best[:, 3]
     res["beam_equals_flat"] = round(float((b == f).float().mean()), 4)
     return res
+
+
+APP_STEPS = ("decode", "encode", "search", "answer", "figures", "total")
+
+
+def bench_app_path(predictor, photos: list, runs: int = 5) -> dict:
+    """Milliseconds per step of the app's answer to one photo (the Locate button's path:
+    decode, image encoder, search, the answer with its disk points, map and disk
+    figures), median over ``runs`` passes over ``photos``."""
+    from hierloc.ui import handlers as H
+
+    session = H.Session(predictor.profile, [predictor.profile], loader=lambda p: predictor)
+    H.locate(session, str(photos[0]), 10, 5, True, None)  # warm-up: outlines, caches
+    steps: dict[str, list] = {s: [] for s in APP_STEPS}
+    for _ in range(runs):
+        for photo in photos:
+            *_, answer = H.locate(session, str(photo), 10, 5, True, None)
+            for s in APP_STEPS:
+                steps[s].append(answer["timings_ms"].get(s, 0.0))
+    out = {"profile": predictor.profile, "model": predictor.engine.description, "photos": len(photos),
+           "runs": runs, "device": device_name("cpu")}
+    out.update({f"{s}_ms": round(statistics.median(v), 1) for s, v in steps.items()})
+    out["total_without_encoder_ms"] = round(statistics.median(
+        [t - e for t, e in zip(steps["total"], steps["encode"])]), 1)
+    return out

@@ -304,6 +304,28 @@ def cmd_bench_search(args) -> int:
     return 0
 
 
+def cmd_bench_app(args) -> int:
+    import torch
+
+    from hierloc.bench import bench_app_path
+    from hierloc.infer.predictor import ModelUnavailable, Predictor, load_predictor, zeroshot_engine
+    from hierloc.paths import ASSETS_DIR
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    try:
+        if args.model == "zero-shot-random":  # CLIP ViT-L/14's compute without its weights
+            predictor = Predictor(zeroshot_engine(random_weights=True))
+        else:
+            predictor = load_predictor(args.model)
+    except ModelUnavailable as exc:
+        raise CommandError(str(exc)) from None
+    photos = sorted((ASSETS_DIR / "examples").glob("*.jpg"))
+    res = bench_app_path(predictor, photos, runs=args.runs)
+    print(json.dumps(res, indent=2) if args.json else "\n".join(f"{k:>26}: {v}" for k, v in res.items()))
+    return 0
+
+
 def cmd_bench_geoclip(args) -> int:
     import torch
 
@@ -440,6 +462,13 @@ def build_parser() -> argparse.ArgumentParser:
     bs.add_argument("--levels", help="places per level, e.g. 233,4946,29214,209894 (default: the paper's)")
     bs.add_argument("--no-flat", action="store_true", help="skip the flat (full scan) search")
     bs.set_defaults(func=cmd_bench_search)
+    ba = bsub.add_parser("app", help="milliseconds per step of the app's answer to one photo")
+    ba.add_argument("--model", default="preview",
+                    help="profile or checkpoint (default preview); zero-shot-random: CLIP ViT-L/14 with random weights")
+    ba.add_argument("--runs", type=int, default=5)
+    ba.add_argument("--threads", type=int, default=0)
+    ba.add_argument("--json", action="store_true")
+    ba.set_defaults(func=cmd_bench_app)
     bg = bsub.add_parser("geoclip", help="decoders on GeoCLIP-space pseudo-photos (a proxy, not real photos)")
     bg.add_argument("--json", action="store_true")
     bg.add_argument("--photos", type=int, default=1000, help="photo locations to sample (default 1000)")

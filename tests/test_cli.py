@@ -75,3 +75,13 @@ def test_bench_geoclip_on_my_own_locations(tmp_path):
     assert (tmp_path / "o" / "geoclip_bench.md").read_text().startswith("GeoCLIP-space proxy benchmark")
     bad = run("bench", "geoclip", "--noise", "x")
     assert bad.returncode == 2 and "--noise" in bad.stderr
+
+
+@pytest.mark.slow
+def test_bench_app_reports_every_step():
+    out = run("bench", "app", "--runs", "1", "--json")
+    assert out.returncode == 0, out.stderr
+    res = json.loads(out.stdout)
+    for step in ("decode", "encode", "search", "answer", "figures", "total"):
+        assert res[f"{step}_ms"] >= 0
+    assert res["total_ms"] >= res["encode_ms"] + res["figures_ms"] and res["profile"] == "preview"

@@ -62,14 +62,19 @@ def write(records: list[dict], fmt: str, out) -> None:
         raise ValueError(f"format must be one of {FORMATS}")
 
 
-def predict_paths(predictor, items: list[str], top_k: int = 5, beam: int = 10, progress: bool = True) -> list[dict]:
+def predict_paths(predictor, items: list[str], top_k: int = 5, beam: int = 10, progress: bool = True,
+                  batch: int = 16) -> list[dict]:
+    """Every photo of the inputs, ``batch`` at a time through the image encoder and search."""
     from tqdm import tqdm
 
     paths = expand_inputs(items)
     records = []
-    for p in tqdm(paths, desc="photos", unit="photo", disable=not progress):
-        pred = predictor.predict(p, beam=beam, top_k=top_k, with_disk=False)
-        records.append(record(p, pred))
+    with tqdm(total=len(paths), desc="photos", unit="photo", disable=not progress) as bar:
+        for start in range(0, len(paths), batch):
+            group = paths[start:start + batch]
+            preds = predictor.predict_many(group, beam=beam, top_k=top_k, batch=batch)
+            records.extend(record(p, pred) for p, pred in zip(group, preds))
+            bar.update(len(group))
     return records
 
 

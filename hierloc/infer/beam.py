@@ -92,17 +92,43 @@ class SearchResult:
 
 
 def _topk_stable(d: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """k smallest of each row with ties to the lower column: (B, M) -> (B, k) x2."""
+    """k smallest of each row with ties to the lower column: (B, M) -> (B, k) x2.
+
+    float32 rows of non-negative values (squared distances, inf padding) take one top-k
+    over int64 keys (the float's bits, which order like the values, then the column):
+    exactly a stable sort's first k, without sorting the whole row."""
+    if d.dtype == torch.float32 and d.device.type == "cpu" and d.numel() > 4096 and d.shape[1] < 2 ** 31:
+        bits = (d + 0.0).view(torch.int32).to(torch.int64)  # + 0.0 turns -0.0 into +0.0
+        key = (bits << 32) | torch.arange(d.shape[1], device=d.device)  # (B, M) unique keys
+        idx = torch.topk(key, k, dim=1, largest=False, sorted=True).indices  # (B, k) columns
+        if not bool((bits < 0).any()):  # negative or NaN-with-sign values: keep the sort's order
+            return d.gather(1, idx), idx
     vals, idx = torch.sort(d, dim=1, stable=True)
     return vals[:, :k], idx[:, :k]
 
 
+CHUNK = 256
+"""Photos searched together: the (chunk, W, p) candidate tensors of a level then fit in
+the CPU's cache and their memory is reused, instead of fresh 100+ MB buffers per level."""
+
+
 def beam_search(geometry, z: torch.Tensor, level_points: list[torch.Tensor], tree: Hierarchy,
-                beam: int = 10, tau: float | torch.Tensor = 1.0) -> SearchResult:
+                beam: int = 10, tau: float | torch.Tensor = 1.0, chunk: int | None = None) -> SearchResult:
     """Batched beam search; see the module docstring. z (B, p) -> SearchResult."""
-    B, k = z.shape[0], int(beam)
-    if k < 1:
+    if int(beam) < 1:
         raise ValueError("beam width must be at least 1")
+    chunk = chunk or (CHUNK if z.device.type == "cpu" else 4096)
+    if z.shape[0] == 1:
+        return _beam_search_one(geometry, z, level_points, tree, int(beam), tau)
+    if z.shape[0] <= chunk:
+        return _beam_search(geometry, z, level_points, tree, int(beam), tau)
+    parts = [_beam_search(geometry, z[i:i + chunk], level_points, tree, int(beam), tau)
+             for i in range(0, z.shape[0], chunk)]
+    return SearchResult(*(torch.cat([getattr(p, f) for p in parts]) for f in ("paths", "sq_dist", "score", "confidence")))
+
+
+def _beam_search(geometry, z, level_points, tree, k: int, tau) -> SearchResult:
+    B = z.shape[0]
     d0 = geometry.sq_dist_matrix(z, level_points[0])  # (B, N0)
     conf_logits = [-d0 / tau]  # per level: (B, M_l) logits of the scored candidates
     kk = min(k, d0.shape[1])
@@ -110,59 +136,105 @@ def beam_search(geometry, z: torch.Tensor, level_points: list[torch.Tensor], tre
     hist_idx = [idx]          # (B, kk) local indices kept at each level
     hist_parent = [None]      # (B, kk) which kept beam of the level above each came from
     hist_dist = [vals]
-    cand_ids = [torch.arange(d0.shape[1], device=z.device).expand(B, -1)]
+    hist_col = [idx]          # (B, kk) column of each kept place among the level's candidates
     for lv in range(1, NUM_LEVELS):
-        parents = hist_idx[-1]  # (B, kp)
-        kp = parents.shape[1]
-        valid_parent = parents >= 0
-        p = parents.clamp_min(0)
-        off = tree.child_offsets[lv - 1]
-        counts = torch.where(valid_parent, off[p + 1] - off[p], torch.zeros_like(p))  # (B, kp)
-        flat_counts = counts.reshape(-1)  # (B * kp,)
-        total = int(flat_counts.sum())
-        seg = torch.repeat_interleave(torch.arange(B * kp, device=z.device), flat_counts)  # (T,)
-        seg_start = torch.cumsum(flat_counts, 0) - flat_counts  # (B * kp,)
-        within = torch.arange(total, device=z.device) - seg_start[seg]  # (T,)
-        child = tree.child_index[lv - 1][off[p.reshape(-1)[seg]] + within]  # (T,) local ids at lv
-        row = seg // kp  # (T,) photo of each candidate
-        beam_of = seg % kp  # (T,) parent beam of each candidate
-        d = geometry.sq_dist(z[row], level_points[lv][child])  # (T,)
-        # Pad each photo's candidates into one row: position = rank within the photo.
-        per_row = counts.sum(1)  # (B,)
-        row_start = torch.cumsum(per_row, 0) - per_row
-        pos = torch.arange(total, device=z.device) - row_start[row]
-        width = max(int(per_row.max()) if B else 0, 1)
-        D = torch.full((B, width), float("inf"), dtype=d.dtype, device=z.device)
-        C = torch.full((B, width), -1, dtype=torch.long, device=z.device)
-        P = torch.full((B, width), -1, dtype=torch.long, device=z.device)
-        D[row, pos], C[row, pos], P[row, pos] = d, child, beam_of
+        C, P = _children_of_kept(tree, lv, hist_idx[-1])  # (B, W) child ids (-1: padding), beam of each
+        Y = level_points[lv].index_select(0, C.clamp_min(0).reshape(-1)).view(*C.shape, -1)  # (B, W, p)
+        D = geometry.sq_dist_to_gathered(z, Y)  # (B, W): sq_dist's formula, computed in Y's memory
+        D = D.masked_fill(C < 0, float("inf"))
         conf_logits.append(-D / tau)
-        cand_ids.append(C)
-        kk = min(k, width)
+        kk = min(k, D.shape[1])
         vals, order = _topk_stable(D, kk)
         hist_idx.append(torch.where(torch.isfinite(vals), C.gather(1, order), torch.full_like(order, -1)))
         hist_parent.append(P.gather(1, order))
         hist_dist.append(vals)
-    return _assemble(hist_idx, hist_parent, hist_dist, conf_logits, cand_ids, k)
+        hist_col.append(order)
+    return _assemble(hist_idx, hist_parent, hist_dist, hist_col, conf_logits, k)
 
 
-def _assemble(hist_idx, hist_parent, hist_dist, conf_logits, cand_ids, k) -> SearchResult:
+def _beam_search_one(geometry, z, level_points, tree, k: int, tau) -> SearchResult:
+    """The same search for one photo (the app's case) in 1-D steps: about half the
+    operations of the batched path, whose per-operation cost dominates at B = 1."""
+    d = geometry.sq_dist_matrix(z, level_points[0])[0]  # (N0,)
+    vals, cols = torch.sort(d, stable=True)
+    vals, cols = vals[:k], cols[:k]
+    kept, logits, hist = cols, [-d / tau], [(cols, None, vals, cols)]  # per level: (ids, beam, d, column)
+    for lv in range(1, NUM_LEVELS):
+        off, index = tree.child_offsets[lv - 1], tree.child_index[lv - 1]
+        first = torch.take(off, kept)  # (kp,)
+        counts = torch.take(off, kept + 1) - first
+        total = int(counts.sum())
+        if total == 0:
+            break
+        ends = torch.cumsum(counts, 0)
+        pos = torch.repeat_interleave(first - ends + counts, counts, output_size=total)
+        pos += torch.arange(total, device=z.device)  # (M,) CSR positions, beam by beam
+        child = torch.take(index, pos)  # (M,) local ids at lv
+        beam_of = torch.repeat_interleave(torch.arange(kept.shape[0], device=z.device), counts, output_size=total)
+        Y = level_points[lv].index_select(0, child)[None]  # (1, M, p)
+        d = geometry.sq_dist_to_gathered(z, Y)[0]  # (M,)
+        logits.append(-d / tau)
+        vals, cols = torch.sort(d, stable=True)
+        vals, cols = vals[:k], cols[:k]
+        kept = torch.take(child, cols)
+        hist.append((kept, torch.take(beam_of, cols), vals, cols))
+    kk = hist[-1][0].shape[0]
+    paths = torch.full((1, k, NUM_LEVELS), -1, dtype=torch.long, device=z.device)
+    dists = torch.full((1, k, NUM_LEVELS), float("inf"), dtype=d.dtype, device=z.device)
+    conf = torch.zeros((1, NUM_LEVELS), dtype=d.dtype, device=z.device)
+    if len(hist) == NUM_LEVELS:  # else some kept place had no children: no complete path
+        slot = torch.arange(kk, device=z.device)
+        for lv in range(NUM_LEVELS - 1, -1, -1):
+            ids, beam, dist, cols = hist[lv]
+            paths[0, :kk, lv], dists[0, :kk, lv] = ids[slot], dist[slot]
+            lg = logits[lv].double()
+            conf[0, lv] = torch.exp(lg - lg[cols[slot[0]]]).sum().reciprocal()  # e^l_c / sum e^l
+            if lv > 0:
+                slot = beam[slot]
+    score = -dists[:, :, -1]  # -inf where no path
+    return SearchResult(paths, dists, score, conf)
+
+
+def _children_of_kept(tree: Hierarchy, lv: int, kept: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """The children (level lv) of each photo's kept places (level lv - 1), listed beam by
+    beam and in the tree's child order within a place, padded to one width:
+    kept (B, kp) local ids (-1: none) -> child ids (B, W) (-1: padding), beam index (B, W)."""
+    off, index = tree.child_offsets[lv - 1], tree.child_index[lv - 1]
+    valid = kept >= 0
+    p = kept.clamp_min(0)
+    first = off[p]  # (B, kp) where each kept place's children start in the CSR
+    counts = torch.where(valid, off[p + 1] - first, torch.zeros_like(p))  # (B, kp)
+    ends = torch.cumsum(counts, 1)  # (B, kp) end of each kept place's run in the row
+    width = max(int(ends[:, -1].max()) if kept.shape[0] else 0, 1)
+    slot = torch.arange(width, device=kept.device).expand(kept.shape[0], -1).contiguous()  # (B, W)
+    beam_of = torch.searchsorted(ends, slot, right=True).clamp_max(kept.shape[1] - 1)  # (B, W)
+    pos = first.gather(1, beam_of) + slot - (ends - counts).gather(1, beam_of)  # (B, W) CSR position
+    inside = slot < ends[:, -1:]
+    child = torch.where(inside, index[pos.clamp(0, index.shape[0] - 1)], torch.full_like(pos, -1))
+    return child, beam_of
+
+
+def _assemble(hist_idx, hist_parent, hist_dist, hist_col, conf_logits, k) -> SearchResult:
     B = hist_idx[-1].shape[0]
     kk = hist_idx[-1].shape[1]
     paths = torch.full((B, kk, NUM_LEVELS), -1, dtype=torch.long, device=hist_idx[-1].device)
     dists = torch.full((B, kk, NUM_LEVELS), float("inf"), dtype=hist_dist[-1].dtype, device=paths.device)
     beam_pos = torch.arange(kk, device=paths.device).expand(B, -1)  # (B, kk) position at this level
+    confidence = torch.zeros((B, NUM_LEVELS), dtype=hist_dist[-1].dtype, device=paths.device)
     for lv in range(NUM_LEVELS - 1, -1, -1):
         paths[:, :, lv] = hist_idx[lv].gather(1, beam_pos.clamp_max(hist_idx[lv].shape[1] - 1))
         dists[:, :, lv] = hist_dist[lv].gather(1, beam_pos.clamp_max(hist_dist[lv].shape[1] - 1))
+        # softmax over the level's candidates at the best path's column, in float64
+        col = hist_col[lv].gather(1, beam_pos[:, :1].clamp_max(hist_col[lv].shape[1] - 1))  # (B, 1)
+        logits = conf_logits[lv].double()
+        conf = torch.exp(logits - logits.gather(1, col)).sum(1).reciprocal()  # e^l_c / sum e^l
+        confidence[:, lv] = conf.nan_to_num_(0.0)  # no candidate at this level: 0
         if lv > 0:
             beam_pos = hist_parent[lv].gather(1, beam_pos).clamp_min(0)
     missing = hist_idx[-1] < 0
-    paths[missing] = -1
-    dists[missing] = float("inf")
+    paths.masked_fill_(missing[:, :, None], -1)
+    dists.masked_fill_(missing[:, :, None], float("inf"))
     score = torch.where(missing, torch.full_like(dists[:, :, -1], -float("inf")), -dists[:, :, -1])
-    confidence = torch.stack([_confidence(conf_logits[lv], cand_ids[lv], paths[:, 0, lv])
-                              for lv in range(NUM_LEVELS)], dim=1)  # (B, 4)
     return _pad(SearchResult(paths, dists, score, confidence), k)
 
 

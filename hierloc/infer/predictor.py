@@ -108,21 +108,40 @@ class Predictor:
                 with_disk: bool = True, name: str | None = None) -> Prediction:
         """A photo (path, bytes, file object or PIL image) -> Prediction (ok=False with a
         plain reason when it cannot be read)."""
-        t0 = time.perf_counter()
-        label = name or (Path(source).name if isinstance(source, (str, Path)) else None)
-        try:
-            image = source if hasattr(source, "convert") else load_image(source)
-        except ImageError as exc:
-            return Prediction(ok=False, error=str(exc), file=label, profile=self.profile,
-                              model=self.engine.description, untrained=self.untrained)
-        gps = read_exif_gps(source) if use_exif and not hasattr(source, "convert") else None
-        pred = self.predict_images([image], beam, top_k, with_disk)[0]
-        pred.file = label
-        if gps is not None:
-            pred.exif_latitude, pred.exif_longitude = gps.lat_deg, gps.lon_deg
-            pred.error_km = float(haversine_km(pred.latitude, pred.longitude, gps.lat_deg, gps.lon_deg))
-        pred.timings_ms["total"] = round((time.perf_counter() - t0) * 1000, 1)
-        return pred
+        return self.predict_many([source], beam, top_k, use_exif, with_disk, [name])[0]
+
+    def predict_many(self, sources: list, beam: int = 10, top_k: int = 5, use_exif: bool = True,
+                     with_disk: bool = False, names: list | None = None, batch: int = 16) -> list[Prediction]:
+        """Many photos, read one by one and answered ``batch`` at a time (one pass of the
+        image encoder and of the search per batch); unreadable ones get their reason."""
+        names = names or [None] * len(sources)
+        out: list[Prediction | None] = [None] * len(sources)
+        for start in range(0, len(sources), batch):
+            ready = []  # (index, image, gps, label, decode ms)
+            for i in range(start, min(start + batch, len(sources))):
+                t0 = time.perf_counter()
+                source = sources[i]
+                label = names[i] or (Path(source).name if isinstance(source, (str, Path)) else None)
+                try:
+                    image = source if hasattr(source, "convert") else load_image(source)
+                except ImageError as exc:
+                    out[i] = Prediction(ok=False, error=str(exc), file=label, profile=self.profile,
+                                        model=self.engine.description, untrained=self.untrained)
+                    continue
+                gps = read_exif_gps(source) if use_exif and not hasattr(source, "convert") else None
+                ready.append((i, image, gps, label, (time.perf_counter() - t0) * 1000))
+            if not ready:
+                continue
+            preds = self.predict_images([r[1] for r in ready], beam, top_k, with_disk)
+            for (i, _, gps, label, decode_ms), pred in zip(ready, preds):
+                pred.file = label
+                if gps is not None:
+                    pred.exif_latitude, pred.exif_longitude = gps.lat_deg, gps.lon_deg
+                    pred.error_km = float(haversine_km(pred.latitude, pred.longitude, gps.lat_deg, gps.lon_deg))
+                pred.timings_ms = {"decode": round(decode_ms, 1), **pred.timings_ms}
+                pred.timings_ms["total"] = round(sum(pred.timings_ms.values()), 1)
+                out[i] = pred
+        return out
 
     @torch.inference_mode()
     def predict_images(self, images: list, beam: int = 10, top_k: int = 5, with_disk: bool = False) -> list[Prediction]:
@@ -138,11 +157,13 @@ class Predictor:
         t2 = time.perf_counter()
         out = []
         for b in range(len(images)):
+            t3 = time.perf_counter()
             pred = self._to_prediction(res, conf, b, top_k)
             if with_disk:
                 pred.disk = self.disk_points(z[b], res.paths[b, :top_k])
             pred.timings_ms = {"encode": round((t1 - t0) * 1000 / len(images), 1),
-                               "search": round((t2 - t1) * 1000 / len(images), 2)}
+                               "search": round((t2 - t1) * 1000 / len(images), 2),
+                               "answer": round((time.perf_counter() - t3) * 1000, 1)}
             out.append(pred)
         return out
 

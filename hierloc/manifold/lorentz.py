@@ -89,9 +89,15 @@ def dist(x: torch.Tensor, y: torch.Tensor, K=1.0) -> torch.Tensor:
     form differences the points first, so d(x, x) is exactly 0 and small distances keep
     their digits.
     """
+    return dist_from_diff(x - y, K)
+
+
+def dist_from_diff(diff: torch.Tensor, K=1.0, inplace: bool = False) -> torch.Tensor:
+    """Geodesic distance from the difference x - y of two points: (..., d+1) -> (...).
+    inplace squares diff in its own memory (the caller's tensor is overwritten)."""
     R = _radius(K)
-    diff = x - y
-    sq = inner(diff, diff).clamp_min(MIN_SQ)  # >= 0 on the hyperboloid, up to rounding
+    prod = diff.mul_(diff) if inplace else diff * diff
+    sq = (prod[..., 1:].sum(-1) - prod[..., 0]).clamp_min(MIN_SQ)  # <diff, diff>_L >= 0, up to rounding
     return 2.0 * R * torch.asinh(torch.sqrt(sq / (4.0 * K)))
 
 

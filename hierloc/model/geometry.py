@@ -43,6 +43,14 @@ class Geometry:
             return L.dist(x, y, self.K) ** 2
         return ((x - y) ** 2).sum(-1)
 
+    def sq_dist_to_gathered(self, x: torch.Tensor, ys: torch.Tensor) -> torch.Tensor:
+        """sq_dist(x[:, None], ys) with the very same arithmetic, reusing ys's memory for the
+        differences (ys is overwritten): (B, p), (B, W, p) -> (B, W)."""
+        diff = torch.sub(x[:, None, :], ys, out=ys)  # (B, W, p)
+        if self.kind == "lorentz":
+            return L.dist_from_diff(diff, self.K, inplace=True) ** 2
+        return diff.pow_(2).sum(-1)
+
     def sq_dist_matrix(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         """All pairs: (B, p), (N, p) -> (B, N)."""
         if self.kind == "lorentz":

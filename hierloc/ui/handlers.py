@@ -10,6 +10,7 @@ from __future__ import annotations
 import html
 import logging
 import threading
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -167,15 +168,19 @@ def locate(session: Session, image_path: str | None, beam: int, top_k: int, use_
     truth_gps = (pred.exif_latitude, pred.exif_longitude) if use_exif and pred.exif_latitude is not None else None
     truth = example
     table = predictor.table
+    t0 = time.perf_counter()
     m = prediction_map(pred, table, truth=(truth.latitude, truth.longitude) if truth else truth_gps)
+    map_html = to_iframe(m)
     fig = disk_figure(pred.disk)
+    pred.timings_ms["figures"] = round((time.perf_counter() - t0) * 1000, 1)
+    pred.timings_ms["total"] = round(pred.timings_ms.get("total", 0.0) + pred.timings_ms["figures"], 1)
     out = pred.to_dict()
     if truth is not None:
         from hierloc.geo.distance import haversine_km
 
         out["example_truth"] = {"latitude": truth.latitude, "longitude": truth.longitude, "label": truth.label,
                                 "error_km": float(haversine_km(pred.latitude, pred.longitude, truth.latitude, truth.longitude))}
-    return result_html(pred, truth, truth_gps), to_iframe(m), fig, candidates_frame(pred), out
+    return result_html(pred, truth, truth_gps), map_html, fig, candidates_frame(pred), out
 
 
 def predict_api(session: Session, image_path: str | None, beam: int = 10, top_k: int = 5, use_exif: bool = True,

@@ -177,3 +177,20 @@ def test_an_engine_with_its_own_search_answers_through_it(data_dir):
     assert len(probs) == 3 and probs == sorted(probs, reverse=True) and 0 < sum(probs) <= 1 + 1e-6
     assert np.isclose(pred.path[3]["confidence"], probs[0], atol=1e-4)
     assert pred.disk["places"]
+
+
+def test_predict_many_batches_the_encoder_and_keeps_bad_files(preview, data_dir, tmp_path, monkeypatch):
+    (tmp_path / "bad.jpg").write_text("not a photo")
+    photos = [data_dir / "exif" / "DSCN0010.jpg", tmp_path / "bad.jpg"] + sorted(
+        (data_dir.parent.parent / "assets" / "examples").glob("*.jpg"))[:3]
+    seen = []
+    real = preview.predict_images
+    monkeypatch.setattr(preview, "predict_images", lambda images, *a, **k: seen.append(len(images)) or real(images, *a, **k))
+    preds = preview.predict_many(photos, top_k=3, batch=2)
+    assert [p.ok for p in preds] == [True, False, True, True, True]
+    assert "not an image we can read" in preds[1].error and preds[1].file == "bad.jpg"
+    assert seen == [1, 2, 1]  # batches of 2 photos, the bad one left out of its batch
+    assert preds[0].exif_latitude is not None and preds[0].error_km > 0
+    assert set(preds[2].timings_ms) >= {"decode", "encode", "search", "answer", "total"}
+    one = preview.predict(photos[2], top_k=3, with_disk=False)
+    assert one.path == preds[2].path  # the same answer alone or in a batch

@@ -53,6 +53,7 @@ class Engine:
     encode: Callable            # list of RGB PIL images -> (B, p) photo points
     confidence: Callable | None = None  # (z (B, p), best (B, 4)) -> (B, 4), overrides beam's
     search: Callable | None = None      # (z (B, p), k) -> SearchResult, replaces beam search
+    distribution: Callable | None = None  # (z, k) -> (country probs (B, N0), region probs (B, N1))
 
 
 @dataclass
@@ -74,6 +75,7 @@ class Prediction:
     exif_longitude: float | None = None
     error_km: float | None = None
     disk: dict | None = None                        # points for the Poincare disk view
+    distribution: dict = field(default_factory=dict)  # "country"/"region": {key: probability}
     timings_ms: dict = field(default_factory=dict)
 
     @property
@@ -155,10 +157,12 @@ class Predictor:
             res = beam_search(e.geometry, z, e.level_points, self.tree, beam=max(beam, top_k), tau=e.tau)
         conf = e.confidence(z, res.best) if e.confidence else res.confidence  # (B, 4)
         t2 = time.perf_counter()
+        countries, regions = (e.distribution or self._beam_distribution)(z, max(beam, top_k))
         out = []
         for b in range(len(images)):
             t3 = time.perf_counter()
             pred = self._to_prediction(res, conf, b, top_k)
+            pred.distribution = self._distribution_dict(countries[b], regions[b])
             if with_disk:
                 pred.disk = self.disk_points(z[b], res.paths[b, :top_k])
             pred.timings_ms = {"encode": round((t1 - t0) * 1000 / len(images), 1),
@@ -201,6 +205,34 @@ class Predictor:
                           latitude=lat, longitude=lon,
                           score=round(float(res.score[b, 0]), 4), country_code=cc, flag=country_flag(cc),
                           candidates=cands)
+
+    def _beam_distribution(self, z: torch.Tensor, beam: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """The probabilities beam search gives (see infer.beam): over every country,
+        softmax(-d^2 / tau); over the regions it scores (the children of the countries it
+        keeps), softmax over those, 0 elsewhere: (B, N0), (B, N1) float64."""
+        from hierloc.infer.beam import _children_of_kept, _topk_stable
+
+        e = self.engine
+        d0 = e.geometry.sq_dist_matrix(z, e.level_points[0])  # (B, N0)
+        countries = torch.softmax(-d0.double() / e.tau, 1)
+        _, kept = _topk_stable(d0, min(beam, d0.shape[1]))
+        C, _ = _children_of_kept(self.tree, 1, kept)  # (B, W)
+        d1 = e.geometry.sq_dist(z[:, None, :], e.level_points[1][C.clamp_min(0)]).masked_fill(C < 0, float("inf"))
+        p1 = torch.softmax(-d1.double() / e.tau, 1)
+        regions = torch.zeros((z.shape[0], self.tree.sizes[1]), dtype=torch.float64)
+        return countries, regions.scatter_add_(1, C.clamp_min(0), p1.masked_fill(C < 0, 0.0))
+
+    def _distribution_dict(self, countries: torch.Tensor, regions: torch.Tensor, min_p: float = 1e-5) -> dict:
+        """{"country": {key: p} (every country with p >= min_p), "region": {key: p} (the
+        regions of the two most likely countries)}, probabilities rounded to 6 digits."""
+        t = self.table
+        c0, r0 = self._starts[0], self._starts[1]
+        out = {"country": {str(t.key[c0 + i]): round(float(countries[i]), 6)
+                           for i in torch.nonzero(countries >= min_p).flatten().tolist()}, "region": {}}
+        for i in torch.topk(countries, min(2, countries.shape[0])).indices.tolist():
+            for row in t.children(c0 + i):
+                out["region"][str(t.key[row])] = round(float(regions[int(row) - r0]), 6)
+        return out
 
     def _gps(self, res, b: int, k: int, city_row: int) -> tuple[float, float]:
         """The decoder's GPS for path k when it gives one, else the city's centroid."""
@@ -306,8 +338,13 @@ def zeroshot_engine(table: PlaceTable | None = None, device: str = "cpu", random
     def search(z, k):
         return posterior.search(z[:, 1:], k)  # exp_0 keeps the direction: z's space part is along u
 
+    def distribution(z, k):
+        mass, _ = posterior.level_log_mass(z[:, 1:])
+        return mass[0].double().exp(), mass[1].double().exp()
+
     desc = "CLIP ViT-L/14 (OpenAI) + GeoCLIP" + (" [random CLIP weights]" if random_weights else "")
-    return Engine("zero-shot", desc, random_weights, table, geometry, points, 1.0, encode, search=search)
+    return Engine("zero-shot", desc, random_weights, table, geometry, points, 1.0, encode, search=search,
+                  distribution=distribution)
 
 
 # ---------------------------------------------------------------------------------------

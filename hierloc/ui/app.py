@@ -156,6 +156,23 @@ def build_demo(session: H.Session | None = None):
                                                  elem_id="hl-candidates")
                     with gr.Accordion("Answer as JSON", open=False):
                         answer = gr.JSON(label="Prediction", elem_id="hl-json")
+        with gr.Tab("Many photos"):
+            gr.Markdown("Drop several photos, or a zip of photos, to locate them all: one map with every guess (and "
+                        "the true location where a photo's GPS tag or an example's label gives it), a table, and the "
+                        "results as CSV and GeoJSON (the same files as `python -m hierloc predict`). " + PRIVACY)
+            with gr.Row():
+                with gr.Column(scale=4, min_width=300):
+                    many = gr.File(label="Photos or a zip", file_count="multiple", file_types=["image", ".zip"],
+                                   elem_id="hl-many")
+                    many_go = gr.Button("Locate all", variant="primary", elem_id="hl-many-go")
+                    many_files = gr.File(label="Results (CSV, GeoJSON)", file_count="multiple", interactive=False,
+                                         elem_id="hl-many-files")
+                with gr.Column(scale=8, min_width=360):
+                    many_summary = gr.HTML(H.result_html_message("Drop several photos, or a zip of photos."),
+                                           elem_id="hl-many-summary")
+                    many_map = gr.HTML(H.empty_map_html("The map of all the guesses appears here."), elem_id="hl-many-map")
+                    many_table = gr.Dataframe(headers=H.BATCH_COLUMNS, label="One row per file", interactive=False,
+                                              elem_id="hl-many-table")
         with gr.Tab("Explore the hierarchy"):
             gr.Markdown("No photo needed: find a place by name, or click the map, to see it, its ancestors and its "
                         "children in the Poincare disk, with the hyperbolic distances between them.")
@@ -180,6 +197,12 @@ def build_demo(session: H.Session | None = None):
         api_out = gr.JSON(visible=False)
         api_btn.click(functools.partial(H.predict_api, session), [photo, beam, top_k, use_exif, profile], api_out,
                       api_name="predict")
+
+        def locate_many(files, beam_width, model, progress=gr.Progress()):
+            return H.locate_many(session, files, beam_width, model, progress)
+
+        many_go.click(locate_many, [many, beam, profile], [many_summary, many_map, many_table, many_files],
+                      api_name="locate_many")
 
         def search(q):
             matches = H.search_places(session, q)

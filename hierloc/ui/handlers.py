@@ -273,3 +273,127 @@ def _geocoder(table):
     if id(table) not in _GEOCODERS:
         _GEOCODERS[id(table)] = ReverseGeocoder(table)
     return _GEOCODERS[id(table)]
+
+
+# ---------------------------------------------------------------------------------------
+# many photos at once
+# ---------------------------------------------------------------------------------------
+MAX_BATCH_FILES = 500
+UNTRAINED_NOTE = "Preview: untrained: not a real prediction; these guesses are not real answers"
+MAX_ZIP_BYTES = 500 * 2 ** 20
+BATCH_COLUMNS = ["file", "path", "confidence", "latitude", "longitude", "true location", "error km", "problem"]
+
+
+def _unzip(path: Path, into: Path, room: int) -> list[tuple[str, Path]]:
+    """The files of a zip (no folders, no links, nothing outside ``into``), at most ``room``
+    of them and MAX_ZIP_BYTES uncompressed in all."""
+    import zipfile
+
+    out, total = [], 0
+    with zipfile.ZipFile(path) as zf:
+        for i, info in enumerate(zf.infolist()):
+            name = Path(info.filename).name
+            if info.is_dir() or not name or name.startswith(".") or "__MACOSX" in info.filename:
+                continue
+            total += info.file_size
+            if len(out) >= room or total > MAX_ZIP_BYTES:
+                raise ValueError(f"{path.name}: more than {room} files or {MAX_ZIP_BYTES // 2 ** 20} MB inside")
+            target = into / f"{i:05d}_{name}"
+            with zf.open(info) as src, open(target, "wb") as dst:
+                dst.write(src.read())
+            out.append((name, target))
+    return out
+
+
+def _expand_uploads(paths: list[str], work: Path) -> tuple[list[tuple[str, Path]], list[tuple[str, str]]]:
+    """(name, file) of every photo in the uploads, zips opened; and (name, reason) of the
+    uploads that could not be opened at all."""
+    import zipfile
+
+    items, bad = [], []
+    for p in map(Path, paths):
+        if p.suffix.lower() == ".zip":
+            try:
+                items += _unzip(p, work, MAX_BATCH_FILES - len(items))
+            except (zipfile.BadZipFile, ValueError, OSError) as exc:
+                bad.append((p.name, f"This zip file cannot be opened ({exc})."
+                            if isinstance(exc, zipfile.BadZipFile) else str(exc)))
+        else:
+            items.append((p.name, p))
+    return items[:MAX_BATCH_FILES], bad
+
+
+def _batch_row(name: str, pred, truth) -> dict:
+    if not pred.ok:
+        return {"file": name, "path": "", "confidence": None, "latitude": None, "longitude": None,
+                "true location": "", "error km": None, "problem": pred.error}
+    conf = pred.path[3]["confidence"] if pred.path else None
+    truth_text, err = "", pred.error_km
+    if truth is not None:
+        truth_text, err = f"{truth[0]:.4f}, {truth[1]:.4f} ({truth[2]})", truth[3]
+    return {"file": name, "path": " > ".join(p["name"] or "-" for p in pred.path), "confidence": conf,
+            "latitude": round(pred.latitude, 5), "longitude": round(pred.longitude, 5), "true location": truth_text,
+            "error km": None if err is None else round(err, 1), "problem": ""}
+
+
+def locate_many(session: Session, files, beam: int = 10, profile: str | None = None, progress=None):
+    """Many photos (or zips of photos) -> (summary html, map html, rows, [CSV, GeoJSON]).
+    Unreadable files get their row with the reason; every upload is deleted at the end."""
+    import shutil
+    import tempfile
+
+    from hierloc.geo.distance import haversine_km
+    from hierloc.infer.batch import record, write
+    from hierloc.viz.map import batch_map, to_iframe
+
+    paths = [f if isinstance(f, str) else getattr(f, "name", str(f)) for f in (files or [])]
+    if not paths:
+        return (result_html_message("Drop several photos, or a zip of photos, to locate them all at once."),
+                empty_map_html("The map of all the guesses appears here."), pd.DataFrame(columns=BATCH_COLUMNS), None)
+    work = Path(tempfile.mkdtemp(prefix="hierloc-batch-"))
+    try:
+        items, bad = _expand_uploads(paths, work)
+        predictor = session.predictor(profile)
+        preds = []
+        step = 8
+        for i in range(0, len(items), step):
+            if progress is not None:
+                progress(i / max(len(items), 1), desc=f"photo {i + 1} of {len(items)}")
+            group = items[i:i + step]
+            preds += predictor.predict_many([g[1] for g in group], beam=int(beam), top_k=1,
+                                            names=[g[0] for g in group], batch=step)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+        for p in paths:
+            _forget_upload(p, session)
+    rows, truths, records = [], [], []
+    for (name, _), pred in zip(items, preds):
+        truth = None
+        ex = session.examples.get(name)
+        if pred.ok and ex is not None:
+            truth = (ex.latitude, ex.longitude, ex.label,
+                     float(haversine_km(pred.latitude, pred.longitude, ex.latitude, ex.longitude)))
+        elif pred.ok and pred.exif_latitude is not None:
+            truth = (pred.exif_latitude, pred.exif_longitude, "photo GPS", pred.error_km)
+        rows.append(_batch_row(name, pred, truth))
+        truths.append(truth)
+        records.append(record(Path(name), pred))
+    for name, reason in bad:
+        rows.append({**{c: None for c in BATCH_COLUMNS}, "file": name, "path": "", "true location": "", "problem": reason})
+    out = Path(tempfile.mkdtemp(prefix="hierloc-results-"))
+    downloads = []
+    for fmt, ext in (("csv", "csv"), ("geojson", "geojson")):
+        f = out / f"hierloc_results.{ext}"
+        with open(f, "w", newline="") as fh:
+            write(records, fmt, fh)
+        downloads.append(str(f))
+    ok = sum(p.ok for p in preds)
+    summary = (f'<div class="hl-batch-summary">{ok} of {len(rows)} files located'
+               + (f"; {len(rows) - ok} could not be read (see the table)" if len(rows) > ok else "")
+               + (". " + html.escape(UNTRAINED_NOTE) if predictor.untrained else ".") + "</div>")
+    good = [(p, t) for p, t in zip(preds, truths) if p.ok]
+    map_html = (to_iframe(batch_map([p for p, _ in good], predictor.table, [t for _, t in good])) if good
+                else empty_map_html("No photo could be located."))
+    if progress is not None:
+        progress(1.0, desc="done")
+    return summary, map_html, pd.DataFrame(rows, columns=BATCH_COLUMNS), downloads

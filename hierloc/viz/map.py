@@ -17,6 +17,11 @@ from hierloc import LEVELS
 from hierloc.viz import LEVEL_COLORS, PHOTO_COLOR, TRUTH_COLOR
 
 SIMPLIFY_DEG = {"country": 0.02, "region": 0.005, "sub-region": 0.002}
+WORLD_SIMPLIFY_DEG, WORLD_PRECISION_DEG, WORLD_MIN_AREA_DEG2 = 0.2, 0.02, 0.05  # about 240 KB for the world
+REGION_SIMPLIFY_DEG = 0.03
+SEA_COLOR, LAND_COLOR, BORDER_COLOR = "#c6dbee", "#f4f1ea", "#a3adb8"
+PROB_BINS = (0.001, 0.01, 0.05, 0.2, 0.5)  # edges of the choropleth's classes
+PROB_COLORS = ("#f3f0f9", "#d8d1ea", "#b3a3d6", "#8a6cbf", "#6339a6", "#3f1280")
 TILES = "https://{s}.tile.openstreetmap.org/{z}/{x}/{y}.png"
 TILES_ATTR = "&copy; OpenStreetMap contributors"
 
@@ -35,10 +40,136 @@ def _new_map(**kw):
     m = folium.Map(tiles=None, control_scale=True, prefer_canvas=False, **kw)
     m.default_js, m.default_css = [], []  # no CDNs: Leaflet is inlined below
     js, css = _leaflet_assets()
-    m.get_root().header.add_child(folium.Element(f"<style>{css}</style><script>{js}</script>"
-                                                 "<style>html,body{background:#eef2f7;}</style>"), index=0)
+    m.get_root().header.add_child(folium.Element(
+        f"<style>{css}</style><script>{js}</script><style>html,body{{background:{SEA_COLOR};}}"
+        f".leaflet-container{{background:{SEA_COLOR};}} .hl-legend{{background:#fff;padding:6px 8px;"
+        "border-radius:6px;font:12px/1.4 sans-serif;box-shadow:0 1px 4px rgba(0,0,0,.3)}"
+        ".hl-legend i{display:inline-block;width:14px;height:10px;margin-right:4px}</style>"), index=0)
     folium.TileLayer(TILES, attr=TILES_ATTR, name="OpenStreetMap").add_to(m)
     return m
+
+
+def _light(geom, tolerance: float, precision: float, min_area: float = 0.0):
+    """A small drawing of a (multi)polygon: parts under min_area dropped (the largest kept),
+    simplified, coordinates snapped to ``precision`` degrees."""
+    import shapely
+
+    parts = list(getattr(geom, "geoms", [geom]))
+    largest = max(parts, key=lambda g: g.area)
+    keep = [g for g in parts if g.area >= min_area or g is largest]
+    g = shapely.MultiPolygon(keep) if len(keep) > 1 else keep[0]
+    return shapely.set_precision(shapely.simplify(g, tolerance, preserve_topology=True), precision)
+
+
+@lru_cache(maxsize=4)
+def _world_features(table_hash: str, table) -> str:
+    """Every country outline, light enough to send with each map (GeoJSON text); each
+    feature names its place key (k) and name (n) where the hierarchy links it."""
+    import shapely
+
+    from hierloc.geo.boundaries import load_countries
+
+    world = load_countries()
+    keys = {}
+    c = table.level_slice("country")
+    for row in range(c.start, c.stop):
+        for b in table.boundary[row]:
+            keys.setdefault(int(b), (str(table.key[row]), table.display_name(row)))
+    feats = []
+    for i, geom in enumerate(world.geometry.values):
+        g = _light(geom, WORLD_SIMPLIFY_DEG, WORLD_PRECISION_DEG, WORLD_MIN_AREA_DEG2)
+        if g.is_empty:
+            continue
+        k, n = keys.get(i, ("", str(world["iso_a2"].iloc[i])))
+        feats.append(f'{{"type":"Feature","properties":{{"k":{json.dumps(k)},"n":{json.dumps(n)}}},'
+                     f'"geometry":{shapely.to_geojson(g)}}}')
+    return '{"type":"FeatureCollection","features":[' + ",".join(feats) + "]}"
+
+
+@lru_cache(maxsize=4096)
+def _region_geometry(table_hash: str, table, key: str) -> str | None:
+    """A region's light outline as GeoJSON geometry text (None when it has none)."""
+    import shapely
+
+    from hierloc.geo.boundaries import place_outline
+
+    row = table.get(key)
+    o = place_outline(table, row) if row is not None else None
+    if o is None or o.geometry.is_empty:
+        return None
+    return shapely.to_geojson(_light(o.geometry, REGION_SIMPLIFY_DEG, 0.01))
+
+
+def _region_features(table, probs: dict) -> str:
+    """The outlines of the regions in ``probs`` (GeoJSON text) with their probability."""
+    feats = []
+    for key, p in probs.items():
+        geom = _region_geometry(table.content_hash(), table, key)
+        if geom is not None:
+            name = table.display_name(table.get(key))
+            feats.append(f'{{"type":"Feature","properties":{{"k":{json.dumps(key)},"n":{json.dumps(name)},'
+                         f'"p":{p}}},"geometry":{geom}}}')
+    return '{"type":"FeatureCollection","features":[' + ",".join(feats) + "]}"
+
+
+def add_world(m, table, distribution: dict | None = None, top: int = 3) -> None:
+    """The offline base map and, when a distribution is given, the choropleth of where
+    else the photo could be (countries, and the regions of the two likeliest countries),
+    with a legend and a switch. Land sits below the tiles: with network the tiles cover
+    it, without network it is the map."""
+    import folium
+
+    countries = (distribution or {}).get("country", {})
+    regions = (distribution or {}).get("region", {})
+    best = sorted(countries.items(), key=lambda kv: -kv[1])[:top]
+    names = {}
+    for k, _ in best:
+        r = table.get(k)
+        names[k] = table.display_name(r) if r is not None else k
+    legend_rows = "".join(
+        f'<div class="hl-top" data-key="{html.escape(k)}" data-p="{p}">{html.escape(names[k])}: {100 * p:.1f}%</div>'
+        for k, p in best)
+    edges = (0.0,) + PROB_BINS + (1.0,)
+    bins = "".join(f'<div><i style="background:{c}"></i>{_pct(a)} - {_pct(b)}</div>'
+                   for a, b, c in zip(edges, edges[1:], PROB_COLORS))
+    legend = (f'<div class="hl-legend" id="hl-legend"><b>Where else: probability</b>{legend_rows}'
+              f'<div style="margin-top:4px">{bins}</div></div>')
+    js = f"""
+document.addEventListener('DOMContentLoaded', function() {{
+  var map = {m.get_name()};
+  map.createPane('hl-land'); map.getPane('hl-land').style.zIndex = 150;  // under the tiles (200)
+  var world = {_world_features(table.content_hash(), table)};
+  L.geoJSON(world, {{pane: 'hl-land', interactive: false,
+    style: {{color: '{BORDER_COLOR}', weight: 0.7, fillColor: '{LAND_COLOR}', fillOpacity: 1}}}}).addTo(map);
+  var pc = {json.dumps(countries)};
+  if (Object.keys(pc).length === 0) return;
+  var edges = {json.dumps(list(PROB_BINS))}, colors = {json.dumps(list(PROB_COLORS))};
+  function colour(p) {{ var i = 0; while (i < edges.length && p >= edges[i]) i++; return colors[i]; }}
+  function pct(p) {{ return p >= 0.001 ? (100 * p).toFixed(1) + '%' : '< 0.1%'; }}
+  function styled(p) {{ return {{color: '#555', weight: 0.5, fillColor: colour(p), fillOpacity: p >= {PROB_BINS[0]} ? 0.65 : 0.25}}; }}
+  var byCountry = L.geoJSON(world, {{
+    style: function(f) {{ return styled(pc[f.properties.k] || 0); }},
+    onEachFeature: function(f, l) {{ l.bindTooltip(f.properties.n + ': ' + pct(pc[f.properties.k] || 0), {{sticky: true}}); }}
+  }});
+  var byRegion = L.geoJSON({_region_features(table, regions)}, {{
+    style: function(f) {{ var s = styled(f.properties.p); s.weight = 0.8; return s; }},
+    onEachFeature: function(f, l) {{ l.bindTooltip(f.properties.n + ': ' + pct(f.properties.p), {{sticky: true}}); }}
+  }});
+  var layer = L.layerGroup([byCountry, byRegion]).addTo(map);
+  layer.eachLayer(function(g) {{ g.bringToBack(); }});
+  L.control.layers(null, {{'Where else: probability': layer}}, {{collapsed: false, position: 'topright'}}).addTo(map);
+  var legend = L.control({{position: 'bottomleft'}});
+  legend.onAdd = function() {{ var d = L.DomUtil.create('div'); d.innerHTML = {json.dumps(legend)}; return d; }};
+  legend.addTo(map);
+  map.on('overlayremove', function() {{ legend.remove(); }});
+  map.on('overlayadd', function() {{ legend.addTo(map); }});
+}});
+"""
+    m.get_root().script.add_child(folium.Element(js))
+
+
+def _pct(p: float) -> str:
+    return f"{100 * p:g}%"
 
 
 def great_circle(lat1, lon1, lat2, lon2, n: int = 64) -> list[list[tuple[float, float]]]:
@@ -86,11 +217,13 @@ def outline_layers(table, rows_by_level: dict[str, int]):
     return out
 
 
-def prediction_map(pred, table, truth: tuple[float, float] | None = None, height: int = 520):
+def prediction_map(pred, table, truth: tuple[float, float] | None = None, height: int = 520,
+                   show_probability: bool = True):
     """A folium.Map of a Prediction (see infer.predictor) over its place table."""
     import folium
 
     m = _new_map(location=[pred.latitude, pred.longitude], zoom_start=4)
+    add_world(m, table, getattr(pred, "distribution", None) if show_probability else None)
     rows = {p["level"]: table.get(p["key"]) for p in pred.path}
     bounds = []
     for level, row, o in outline_layers(table, rows):
@@ -140,12 +273,41 @@ def prediction_map(pred, table, truth: tuple[float, float] | None = None, height
     return m
 
 
+def batch_map(preds: list, table, truths: list | None = None):
+    """One map of many photos: each guess (file name and path in its tooltip), and the true
+    location with a dashed great circle where it is known (truths: (lat, lon, ...) or None)."""
+    import folium
+
+    m = _new_map(location=[20, 0], zoom_start=2)
+    add_world(m, table)
+    truths = truths or [None] * len(preds)
+    lat_all, lon_all = [], []
+    for pred, truth in zip(preds, truths):
+        label = html.escape(f"{pred.file}: " + " > ".join(p["name"] or "-" for p in pred.path))
+        if truth is not None:
+            for seg in great_circle(truth[0], truth[1], pred.latitude, pred.longitude):
+                folium.PolyLine(seg, color=TRUTH_COLOR, weight=1.5, dash_array="4 6").add_to(m)
+            folium.CircleMarker([truth[0], truth[1]], radius=5, color=TRUTH_COLOR, weight=2, fill=True,
+                                fill_color=PHOTO_COLOR, fill_opacity=1, tooltip=f"{html.escape(str(pred.file))}: true location").add_to(m)
+            lat_all.append(truth[0])
+            lon_all.append(truth[1])
+        folium.CircleMarker([pred.latitude, pred.longitude], radius=7, color="#ffffff", weight=2, fill=True,
+                            fill_color=LEVEL_COLORS["city"], fill_opacity=1, tooltip=label,
+                            class_name="hl-guess").add_to(m)
+        lat_all.append(pred.latitude)
+        lon_all.append(pred.longitude)
+    if lat_all:
+        m.fit_bounds([[min(lat_all), min(lon_all)], [max(lat_all), max(lon_all)]], padding=(30, 30), max_zoom=8)
+    return m
+
+
 def place_map(table, row: int, children: list[int] = ()):
     """The Explore tab's map: a place's outline (or marker), its children as dots; clicks
     on the map are posted to the page so that the app can look the point up."""
     import folium
 
     m = _new_map(location=[float(table.lat_deg[row]), float(table.lon_deg[row])], zoom_start=5)
+    add_world(m, table)
     rows = {LEVELS[int(table.level[r])]: r for r in table.ancestors(row)}
     bounds = None
     for level, r, o in outline_layers(table, rows):

@@ -19,13 +19,18 @@ def _free_port() -> int:
 
 
 @pytest.fixture(scope="module")
-def app_url():
+def preview():
     from hierloc.infer.predictor import Predictor, preview_engine
+
+    return Predictor(preview_engine())
+
+
+@pytest.fixture(scope="module")
+def app_url(preview):
     from hierloc.paths import ASSETS_DIR
     from hierloc.ui import handlers as H
     from hierloc.ui.app import build_demo, launch_options
 
-    preview = Predictor(preview_engine())
     session = H.Session(default_profile="preview", available=["preview"], loader=lambda p: preview,
                         examples=H.load_examples(ASSETS_DIR / "examples"))
     demo = build_demo(session)
@@ -144,4 +149,79 @@ def test_example_click_locates_and_map_click_explores(app_url, browser):
     page.wait_for_function("(b) => { const e = document.querySelector('.hl-path-inline'); return e && e.innerText !== b; }",
                            arg=before, timeout=60_000)
     assert "India" in page.inner_text(".hl-path-inline")
+    page.close()
+
+
+def _locate_example(page, app_url):
+    page.goto(app_url)
+    page.wait_for_selector("#hl-photo input[type=file]", state="attached", timeout=60_000)
+    page.set_input_files("#hl-photo input[type=file]", str(EXAMPLE))
+    page.wait_for_selector("#hl-result .hl-name", timeout=60_000)
+    frame = page.frame_locator("#hl-map iframe")
+    frame.locator("#hl-legend").wait_for(timeout=30_000)
+    return frame
+
+
+def test_offline_map_shows_the_world_and_where_else_it_could_be(app_url, browser, preview, tmp_path):
+    """No network here: the tiles never come, yet the land layer draws every country, and
+    the choropleth and its legend carry the same probabilities as the answer's JSON."""
+    page = browser.new_page(viewport={"width": 1280, "height": 800})
+    frame = _locate_example(page, app_url)
+    # the land layer, under the tiles: far more outlines than the predicted country's
+    assert frame.locator(".leaflet-hl-land-pane path").count() >= 200
+    # the choropleth: one interactive shape per country at least, shaded by probability
+    assert frame.locator(".leaflet-overlay-pane path.leaflet-interactive").count() >= 200
+    expected = preview.predict(EXAMPLE).distribution["country"]  # the answer's JSON, same model
+    tops = frame.locator("#hl-legend .hl-top")
+    assert tops.count() == 3
+    best = sorted(expected.items(), key=lambda kv: -kv[1])[:3]
+    for i, (key, p) in enumerate(best):
+        assert tops.nth(i).get_attribute("data-key") == key
+        assert float(tops.nth(i).get_attribute("data-p")) == pytest.approx(p)
+        assert tops.nth(i).inner_text().endswith(f"{100 * p:.1f}%")
+    # it can be switched off: the legend goes with it
+    frame.locator(".leaflet-control-layers-overlays input").uncheck()
+    frame.locator("#hl-legend").wait_for(state="detached", timeout=10_000)
+    assert frame.locator(".leaflet-hl-land-pane path").count() >= 200  # the world stays
+    frame.locator(".leaflet-control-layers-overlays input").check()
+    page.locator("#hl-map").screenshot(path=str(tmp_path / "map_offline.png"))
+    page.close()
+
+
+def test_many_photos_at_once(app_url, browser, tmp_path):
+    """Good and bad files together: a row each, the bad one with its reason, one map, and
+    the results as a CSV that downloads."""
+    import zipfile
+
+    photos = sorted(EXAMPLE.parent.glob("*.jpg"))[:3]
+    bad = tmp_path / "notes.jpg"
+    bad.write_text("not a photo")
+    trip = tmp_path / "trip.zip"
+    with zipfile.ZipFile(trip, "w") as zf:
+        zf.write(photos[1], photos[1].name)
+        zf.write(photos[2], "day2/" + photos[2].name)
+    page = browser.new_page(viewport={"width": 1280, "height": 900})
+    page.goto(app_url)
+    page.get_by_role("tab", name="Many photos").click()
+    page.wait_for_selector("#hl-many input[type=file]", state="attached", timeout=60_000)
+    page.set_input_files("#hl-many input[type=file]", [str(photos[0]), str(bad), str(trip)])
+    page.wait_for_timeout(500)
+    page.click("#hl-many-go")
+    page.wait_for_selector("#hl-many-summary .hl-batch-summary", timeout=120_000)
+    assert "3 of 4 files located" in page.inner_text("#hl-many-summary")
+    table = page.inner_text("#hl-many-table")
+    for p in photos:
+        assert p.name in table
+    assert "notes.jpg" in table and "not an image we can read" in table
+    assert "Saint Columb Major" in table or "Haridwar" in table  # the examples' labels give the truth
+    frame = page.frame_locator("#hl-many-map iframe")
+    frame.locator("path.hl-guess").first.wait_for(timeout=30_000)
+    assert frame.locator("path.hl-guess").count() == 3
+    files_text = page.inner_text("#hl-many-files").replace("\n", "")
+    assert "hierloc_results.csv" in files_text and "hierloc_results.geojson" in files_text
+    with page.expect_download() as dl:
+        page.locator("#hl-many-files a").first.click()  # the first result: the CSV
+    text = Path(dl.value.path()).read_text()
+    assert text.splitlines()[0].startswith("path,ok,error") and len(text.splitlines()) == 5
+    page.screenshot(path=str(tmp_path / "many.png"), full_page=True)
     page.close()

@@ -84,3 +84,42 @@ def test_explore_click(session):
     assert fig is not None and t.name[row] in info
     info, fig, *_ = H.explore_click(session, "not,a point")
     assert fig is None
+
+
+def test_locate_many_answers_each_file_and_forgets_the_uploads(session, tmp_path):
+    import json
+    import zipfile
+    from pathlib import Path
+
+    good = [_photo(tmp_path, f"p{i}.jpg") for i in range(3)]
+    bad = tmp_path / "bad.jpg"
+    bad.write_text("no")
+    trip = tmp_path / "trip.zip"
+    with zipfile.ZipFile(trip, "w") as zf:
+        zf.write(good[2], "day1/inner.jpg")
+        zf.writestr("../../evil.txt", "x")  # a path outside: read as a plain file name, never written outside
+        zf.writestr("day1/", "")
+    broken = tmp_path / "broken.zip"
+    broken.write_bytes(b"PK\x03\x04 nothing")
+    calls = []
+    progress = lambda frac, desc="": calls.append(frac)  # noqa: E731
+    summary, map_html, rows, files = H.locate_many(session, [str(good[0]), str(good[1]), str(bad), str(trip),
+                                                            str(broken)], 10, None, progress)
+    assert list(rows["file"]) == ["p0.jpg", "p1.jpg", "bad.jpg", "inner.jpg", "evil.txt", "broken.zip"]
+    problems = dict(zip(rows["file"], rows["problem"]))
+    assert problems["p0.jpg"] == "" and problems["inner.jpg"] == ""
+    assert "not an image we can read" in problems["bad.jpg"] and "zip" in problems["broken.zip"]
+    assert "3 of 6 files located" in summary and "iframe" in map_html
+    assert calls and calls[-1] == 1.0
+    assert not (tmp_path.parent / "evil.txt").exists()
+    csv_text = open(files[0]).read().splitlines()
+    assert csv_text[0].startswith("path,ok,error") and len(csv_text) == 6  # one line per photo (zips opened)
+    geo = json.load(open(files[1]))
+    assert sum(f["geometry"] is not None for f in geo["features"]) == 3
+    for p in (good[0], good[1], bad, trip, broken):  # the uploads are gone
+        assert not Path(p).exists()
+
+
+def test_locate_many_without_files_says_what_to_do(session):
+    summary, _, rows, files = H.locate_many(session, [], 10)
+    assert "Drop several photos" in summary and rows.empty and files is None

@@ -67,3 +67,37 @@ def test_great_circle_splits_at_the_antimeridian():
     assert len(segs) == 2
     segs = great_circle(48.85, 2.35, 51.5, -0.13)
     assert len(segs) == 1 and len(segs[0]) == 64
+
+
+def test_world_layer_is_light_and_linked_to_the_hierarchy(real):
+    import json
+
+    from hierloc.viz.map import _world_features
+
+    p, _ = real
+    text = _world_features(p.table.content_hash(), p.table)
+    world = json.loads(text)
+    keys = {f["properties"]["k"] for f in world["features"]}
+    assert len(world["features"]) >= 230 and len(text) < 300_000
+    assert {"FR", "NO", "US", "JP", "BR", "NZ"} <= keys  # countries linked to the table's keys
+
+
+def test_map_carries_the_answers_distribution(real):
+    """The choropleth's numbers are the prediction's: every country's probability, and the
+    regions of the two likeliest countries; the map stays under 1.5 MB."""
+    import json
+
+    p, pred = real
+    dist = pred.distribution
+    assert abs(sum(dist["country"].values()) - 1) < 1e-3  # every country (those >= 1e-5)
+    assert dist["country"][pred.path[0]["key"]] == pytest.approx(pred.path[0]["confidence"], abs=1e-4)
+    top2 = sorted(dist["country"], key=lambda k: -dist["country"][k])[:2]
+    assert {k.rsplit("_", 1)[-1] for k in dist["region"]} == set(top2)
+    page = prediction_map(pred, p.table).get_root().render()
+    assert "var pc = " + json.dumps(dist["country"]) in page
+    best = max(dist["country"], key=dist["country"].get)
+    assert f'data-key=\\"{best}\\" data-p=\\"{dist["country"][best]}\\"' in page  # the legend, in a JS string
+    assert len(to_iframe(prediction_map(pred, p.table)).encode()) < 1_500_000
+    # switched off: the world still draws, no choropleth
+    plain = prediction_map(pred, p.table, show_probability=False).get_root().render()
+    assert "hl-land" in plain and "var pc = {};" in plain  # no probabilities: the JS draws no choropleth

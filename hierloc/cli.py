@@ -144,7 +144,7 @@ def cmd_train(args) -> int:
 
 
 def cmd_eval(args) -> int:
-    from hierloc.train.checkpoint import CheckpointError, load_checkpoint
+    from hierloc.model.checkpoint import CheckpointError, load_checkpoint
 
     if args.images:
         from hierloc.eval.folder import evaluate_folder

@@ -45,7 +45,7 @@ def download(what: str = "zero-shot") -> dict:
         except BackboneUnavailable as exc:
             raise DownloadError(str(exc)) from None
         return {"backbone": what}
-    from hierloc.train.checkpoint import CheckpointError, resolve_checkpoint
+    from hierloc.model.checkpoint import CheckpointError, resolve_checkpoint
 
     if not hub_reachable():
         raise DownloadError(f"no network: cannot download {what!r} from the Hugging Face hub here")

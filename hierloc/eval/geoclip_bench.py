@@ -248,7 +248,7 @@ def decode_tree_posterior(space: Space, u: torch.Tensor) -> Decoded:
 def checkpoint_decoder(source: str, beam: int = 10, search: str = "beam"):
     """A HierLoc checkpoint whose photo head takes 512-d GeoCLIP features."""
     from hierloc.eval.evaluate import predict_features
-    from hierloc.train.checkpoint import load_checkpoint
+    from hierloc.model.checkpoint import load_checkpoint
 
     model, table, _ = load_checkpoint(source)
     if model.config.feat_dim != FEATURE_DIM:

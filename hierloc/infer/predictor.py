@@ -301,7 +301,7 @@ def preview_engine(table: PlaceTable | None = None, seed: int = 0) -> Engine:
 
 def trained_engine(source: str, device: str = "cpu") -> Engine:
     from hierloc.model.backbones import BackboneUnavailable, load_backbone
-    from hierloc.train.checkpoint import CheckpointError, load_checkpoint
+    from hierloc.model.checkpoint import CheckpointError, load_checkpoint
 
     try:
         model, table, meta = load_checkpoint(source, device=device)

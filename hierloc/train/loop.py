@@ -2,7 +2,7 @@
 
 Run folder (TrainConfig.out):
     config.json          the TrainConfig of the run (+ git revision, hierarchy hash)
-    last/                the latest checkpoint (atomic; see train.checkpoint)
+    last/                the latest checkpoint (atomic; see model.checkpoint)
     trainer_state.pt     optimiser state, step and RNG for resuming (tensors only)
     log.jsonl            one JSON line per log step
 Multi-GPU: `torchrun --nproc_per_node N -m hierloc train ...`; each process takes a
@@ -29,7 +29,7 @@ from hierloc import LEVELS
 from hierloc.geo.places import PlaceTable
 from hierloc.model.config import ModelConfig
 from hierloc.model.hierloc import HierLoc, level_latlon
-from hierloc.train.checkpoint import load_checkpoint, save_checkpoint
+from hierloc.model.checkpoint import load_checkpoint, save_checkpoint
 from hierloc.train.config import TrainConfig
 from hierloc.train.optim import HybridOptimizer
 

@@ -83,7 +83,7 @@ def test_explicit_model_that_cannot_load_is_an_error(monkeypatch, tmp_path):
 
 def test_trained_profile_from_a_checkpoint(tmp_path, monkeypatch):
     """A checkpoint trained with the tiny backbone answers through the same interface."""
-    from hierloc.train.checkpoint import save_checkpoint
+    from hierloc.model.checkpoint import save_checkpoint
     from tests.model.helpers import tiny_model, tiny_places
 
     table = tiny_places()

@@ -4,7 +4,7 @@ import geoopt
 import pytest
 import torch
 
-from hierloc.train.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
+from hierloc.model.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from tests.model.helpers import tiny_model, tiny_places
 
 
@@ -104,3 +104,16 @@ def test_hub_offline_error_says_what_to_do(monkeypatch):
     monkeypatch.setattr(huggingface_hub, "snapshot_download", offline)
     with pytest.raises(CheckpointError, match="hierloc download someone/x"):
         load_checkpoint("someone/x")
+
+
+def test_answering_photos_never_imports_the_trainer():
+    """Checkpoints load beside the model: the predictor, the app and the benchmarks of
+    decoders do not pull in hierloc.train."""
+    import subprocess
+    import sys
+
+    code = ("import sys, hierloc.infer.predictor, hierloc.ui.app, hierloc.eval.geoclip_bench, hierloc.model.checkpoint;"
+            "print(sorted(m for m in sys.modules if m.startswith('hierloc.train')))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "[]"

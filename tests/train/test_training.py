@@ -28,7 +28,7 @@ def test_config_round_trip_and_overrides(tmp_path):
 def test_train_checkpoint_load_eval_on_tiny_geosynth(tmp_path):
     from hierloc.data.synthetic import GeoSynthConfig, make_geosynth
     from hierloc.eval.evaluate import baseline_metrics, evaluate_photos
-    from hierloc.train.checkpoint import load_checkpoint
+    from hierloc.model.checkpoint import load_checkpoint
     from hierloc.train.loop import train
 
     cfg = TrainConfig.load(None, TINY + [f"out={tmp_path / 'run'}", "max_steps=30", "log_every=10", "ckpt_every=10"])

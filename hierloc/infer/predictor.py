@@ -361,7 +361,8 @@ def find_checkpoint(folder: Path) -> Path | None:
     if not folder.is_dir():
         return None
     for sub in sorted(folder.iterdir()):
-        if (sub / "config.json").exists() and (sub / "model.safetensors").exists():
+        if (sub / "config.json").exists() and ((sub / "model.safetensors").exists()
+                                                or (sub / "model.safetensors.index.json").exists()):
             return sub
     return None
 

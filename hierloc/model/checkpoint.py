@@ -9,6 +9,13 @@ A checkpoint is a folder (or a Hugging Face model repo with the same files):
     place_features.safetensors  fixed per-place inputs (mean photo, text, location
                                 features), present when the model uses them
 
+A tensor file over MAX_FILE_BYTES is written as shards, following the Hugging Face
+convention (model-00001-of-00003.safetensors ... plus model.safetensors.index.json, whose
+"weight_map" names the shard of each stored tensor), so that a repository holding a
+checkpoint stays under the 10 MB per file that a Space accepts without LFS. A tensor
+larger than a shard is stored as row blocks named "NAME@rows=START:STOP" and joined again
+on load.
+
 Nothing is unpickled: safetensors, parquet and JSON only.
 """
 
@@ -33,7 +40,11 @@ log = logging.getLogger(__name__)
 
 FORMAT = "hierloc-checkpoint"
 FORMAT_VERSION = 1
-CHECKPOINT_FILES = ["config.json", "model.safetensors", "places.parquet", "place_features.safetensors"]
+CHECKPOINT_FILES = ["config.json", "model*.safetensors", "model.safetensors.index.json", "places.parquet",
+                    "place_features*.safetensors", "place_features.safetensors.index.json"]
+MAX_FILE_BYTES = 9 * 2 ** 20
+"""Largest tensor file written whole (under a Space's 10 MB per file, headers included)."""
+ROWS = "@rows="
 
 
 REPO_ID = re.compile(r"[A-Za-z0-9][\w.-]*/[A-Za-z0-9][\w.-]*")
@@ -50,10 +61,87 @@ def trainable_state(model: torch.nn.Module) -> dict[str, torch.Tensor]:
             for n, p in model.named_parameters() if p.requires_grad}
 
 
-def save_checkpoint(model: HierLoc, places: PlaceTable, folder: str | Path, extra: dict | None = None) -> Path:
-    """Write a checkpoint folder atomically (a temporary folder renamed into place)."""
+def _row_blocks(tensors: dict[str, torch.Tensor], max_bytes: int) -> dict[str, torch.Tensor]:
+    """Tensors larger than max_bytes cut into row blocks named NAME@rows=START:STOP."""
+    out = {}
+    for name, t in tensors.items():
+        nbytes = t.numel() * t.element_size()
+        if nbytes <= max_bytes or t.dim() == 0 or t.shape[0] < 2:
+            out[name] = t
+            continue
+        rows = max(1, max_bytes // max(1, nbytes // t.shape[0]))
+        for start in range(0, t.shape[0], rows):
+            out[f"{name}{ROWS}{start}:{min(start + rows, t.shape[0])}"] = t[start:start + rows].contiguous()
+    return out
+
+
+def save_tensors(tensors: dict[str, torch.Tensor], folder: Path, stem: str,
+                 max_bytes: int = MAX_FILE_BYTES) -> list[str]:
+    """STEM.safetensors, or shards + STEM.safetensors.index.json when larger than max_bytes.
+    Returns the file names written."""
     from safetensors.torch import save_file
 
+    total = sum(t.numel() * t.element_size() for t in tensors.values())
+    if total <= max_bytes:
+        save_file(tensors, str(folder / f"{stem}.safetensors"))
+        return [f"{stem}.safetensors"]
+    blocks = _row_blocks(tensors, max_bytes)
+    shards, cur, size = [], {}, 0
+    for name, t in blocks.items():
+        nbytes = t.numel() * t.element_size()
+        if cur and size + nbytes > max_bytes:
+            shards.append(cur)
+            cur, size = {}, 0
+        cur[name], size = t, size + nbytes
+    shards.append(cur)
+    names = [f"{stem}-{i + 1:05d}-of-{len(shards):05d}.safetensors" for i in range(len(shards))]
+    weight_map = {}
+    for fname, shard in zip(names, shards):
+        save_file(shard, str(folder / fname))
+        weight_map.update({k: fname for k in shard})
+    index = {"metadata": {"total_size": total}, "weight_map": weight_map}
+    (folder / f"{stem}.safetensors.index.json").write_text(json.dumps(index, indent=1))
+    return names + [f"{stem}.safetensors.index.json"]
+
+
+def has_tensors(folder: Path, stem: str) -> bool:
+    return (folder / f"{stem}.safetensors").exists() or (folder / f"{stem}.safetensors.index.json").exists()
+
+
+def load_tensors(folder: Path, stem: str) -> dict[str, torch.Tensor]:
+    """What save_tensors wrote (whole or sharded), row blocks joined again."""
+    from safetensors.torch import load_file
+
+    single = folder / f"{stem}.safetensors"
+    if single.exists():
+        return load_file(str(single))
+    index_path = folder / f"{stem}.safetensors.index.json"
+    try:
+        weight_map = json.loads(index_path.read_text())["weight_map"]
+    except (OSError, json.JSONDecodeError, KeyError) as exc:
+        raise CheckpointError(f"{folder} has no readable {stem}.safetensors or {index_path.name} ({exc})") from None
+    raw = {}
+    for fname in sorted(set(weight_map.values())):
+        if not (folder / fname).exists():
+            raise CheckpointError(f"{folder} lacks the shard {fname} that {index_path.name} names")
+        raw.update(load_file(str(folder / fname)))
+    if set(raw) != set(weight_map):
+        raise CheckpointError(f"the shards in {folder} do not hold the tensors {index_path.name} lists")
+    out, parts = {}, {}
+    for name, t in raw.items():
+        if ROWS in name:
+            base, span = name.split(ROWS)
+            parts.setdefault(base, []).append((int(span.split(":")[0]), t))
+        else:
+            out[name] = t
+    for base, blocks in parts.items():
+        out[base] = torch.cat([t for _, t in sorted(blocks, key=lambda b: b[0])])
+    return out
+
+
+def save_checkpoint(model: HierLoc, places: PlaceTable, folder: str | Path, extra: dict | None = None,
+                    max_bytes: int = MAX_FILE_BYTES) -> Path:
+    """Write a checkpoint folder atomically (a temporary folder renamed into place)."""
     folder = Path(folder)
     counts = tuple(places.counts().values())
     if counts != model.config.num_places:
@@ -72,11 +160,11 @@ def save_checkpoint(model: HierLoc, places: PlaceTable, folder: str | Path, extr
         **(extra or {}),
     }
     (tmp / "config.json").write_text(json.dumps(meta, indent=2))
-    save_file(trainable_state(model), str(tmp / "model.safetensors"))
+    save_tensors(trainable_state(model), tmp, "model", max_bytes)
     feats = model.place_feature_tensors()
     if feats:
-        save_file({k: v.detach().cpu().half().contiguous() for k, v in feats.items()},
-                  str(tmp / "place_features.safetensors"))
+        save_tensors({k: v.detach().cpu().half().contiguous() for k, v in feats.items()}, tmp, "place_features",
+                     max_bytes)
     places.save(tmp / "places.parquet")
     if folder.exists():
         old = folder.with_name(folder.name + f".old-{os.getpid()}")
@@ -130,8 +218,6 @@ def load_checkpoint(source: str | Path, places: PlaceTable | None = None, device
 
     If ``places`` is given it must be the table the model was trained with (same hash).
     """
-    from safetensors.torch import load_file
-
     folder = resolve_checkpoint(source, revision)
     meta = read_config(folder)
     try:
@@ -149,15 +235,16 @@ def load_checkpoint(source: str | Path, places: PlaceTable | None = None, device
             f"({meta['places'].get('source')}, {meta['places'].get('counts')}), the given table is "
             f"{places.content_hash()[:12]} ({places.source}, {places.counts()})")
     feats = {}
-    feat_path = folder / "place_features.safetensors"
     if config.place_features:
-        if not feat_path.exists():
+        if not has_tensors(folder, "place_features"):
             raise CheckpointError(f"{folder} lacks place_features.safetensors, which its config needs")
-        raw = load_file(str(feat_path))
+        raw = load_tensors(folder, "place_features")
         for name, _ in config.place_features:
             feats[name] = [raw[f"feat_{name}_{lv}"].float() for lv in range(4)]
     model = HierLoc(config, [torch.from_numpy(a) for a in level_latlon(table)], feats)
-    state = load_file(str(folder / "model.safetensors"))
+    if not has_tensors(folder, "model"):
+        raise CheckpointError(f"{folder} has no model.safetensors (nor model.safetensors.index.json)")
+    state = load_tensors(folder, "model")
     expected = dict(model.named_parameters())
     missing = sorted(set(expected) - set(state))
     unexpected = sorted(set(state) - set(expected))

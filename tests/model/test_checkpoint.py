@@ -90,7 +90,7 @@ def test_hub_repo_id_goes_through_huggingface_hub(saved, monkeypatch):
     monkeypatch.setattr(huggingface_hub, "snapshot_download", fake_snapshot_download)
     model, table2, _ = load_checkpoint("someone/hierloc-osv5m")
     assert calls["repo_id"] == "someone/hierloc-osv5m"
-    assert "model.safetensors" in calls["allow_patterns"]
+    assert {"model*.safetensors", "model.safetensors.index.json"} <= set(calls["allow_patterns"])
     assert table2.content_hash() == table.content_hash()
 
 
@@ -117,3 +117,28 @@ def test_answering_photos_never_imports_the_trainer():
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == "[]"
+
+
+def test_large_tensors_are_sharded_the_hugging_face_way(saved, tmp_path):
+    """Files over the limit become shards + an index (HF convention), big tensors as row
+    blocks; each file stays under the limit and the model loads back identical."""
+    model, table, _ = saved
+    folder = save_checkpoint(model, table, tmp_path / "sharded", max_bytes=4_000)
+    names = sorted(p.name for p in folder.iterdir())
+    shards = [n for n in names if n.startswith("model-") and n.endswith(".safetensors")]
+    assert len(shards) >= 2 and "model.safetensors.index.json" in names and "model.safetensors" not in names
+    assert shards[0] == f"model-00001-of-{len(shards):05d}.safetensors"
+    index = json.loads((folder / "model.safetensors.index.json").read_text())
+    assert set(index["weight_map"].values()) == set(shards) and index["metadata"]["total_size"] > 4_000
+    assert any("@rows=" in k for k in index["weight_map"])  # a tensor larger than a shard
+    for n in shards:
+        assert (folder / n).stat().st_size < 4_000 + 4_096  # data under the limit, plus the header
+    loaded, _, _ = load_checkpoint(folder)
+    for (n, p), (n2, q) in zip(model.named_parameters(), loaded.named_parameters()):
+        assert n == n2 and torch.equal(p.detach(), q.detach())
+    from hierloc.infer.predictor import find_checkpoint
+
+    assert find_checkpoint(tmp_path) is not None
+    (folder / shards[-1]).unlink()
+    with pytest.raises(CheckpointError, match="lacks the shard"):
+        load_checkpoint(folder)

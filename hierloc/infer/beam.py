@@ -128,7 +128,6 @@ def beam_search(geometry, z: torch.Tensor, level_points: list[torch.Tensor], tre
 
 
 def _beam_search(geometry, z, level_points, tree, k: int, tau) -> SearchResult:
-    B = z.shape[0]
     d0 = geometry.sq_dist_matrix(z, level_points[0])  # (B, N0)
     conf_logits = [-d0 / tau]  # per level: (B, M_l) logits of the scored candidates
     kk = min(k, d0.shape[1])

@@ -95,6 +95,16 @@ def _key_vectors(keys: np.ndarray, dim: int, seed: int, level: int) -> np.ndarra
     return out[inv] / np.sqrt(dim) * np.sqrt(dim / 64.0)
 
 
+def jitter(lat_deg, lon_deg, jitter_km: float, rng) -> tuple[np.ndarray, np.ndarray]:
+    """Points moved a few km (|N(0, jitter_km)|) in a random direction: (N,) x2 degrees."""
+    n = len(lat_deg)
+    ang = rng.uniform(0, 2 * np.pi, n)
+    r_km = np.abs(rng.normal(0, jitter_km, n))
+    lat = np.clip(lat_deg + r_km * np.cos(ang) / 111.0, -89.9, 89.9)
+    lon = lon_deg + r_km * np.sin(ang) / (111.0 * np.cos(np.radians(lat)))
+    return lat, ((lon + 180.0) % 360.0) - 180.0
+
+
 def make_geosynth(cfg: GeoSynthConfig, places=None) -> tuple[PhotoSet, PhotoSet]:
     """(train, test) photo sets; deterministic for a given config."""
     from hierloc.geo.places import default_places
@@ -109,12 +119,7 @@ def make_geosynth(cfg: GeoSynthConfig, places=None) -> tuple[PhotoSet, PhotoSet]
             raise ValueError(f"no cities in countries {cfg.countries}")
     pop = np.nan_to_num(places.population[rows], nan=1000.0).clip(min=1000.0)
     pick = rows[rng.choice(len(rows), size=cfg.n_photos, p=pop / pop.sum())]
-    # jitter: a few km in a random direction
-    ang = rng.uniform(0, 2 * np.pi, cfg.n_photos)
-    r_km = np.abs(rng.normal(0, cfg.jitter_km, cfg.n_photos))
-    lat = np.clip(places.lat_deg[pick] + r_km * np.cos(ang) / 111.0, -89.9, 89.9)
-    lon = places.lon_deg[pick] + r_km * np.sin(ang) / (111.0 * np.cos(np.radians(lat)))
-    lon = ((lon + 180.0) % 360.0) - 180.0
+    lat, lon = jitter(places.lat_deg[pick], places.lon_deg[pick], cfg.jitter_km, rng)
 
     keys, names = {}, {}
     for lv, level in enumerate(LEVELS):

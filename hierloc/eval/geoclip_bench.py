@@ -39,6 +39,8 @@ import numpy as np
 import torch
 
 from hierloc import LEVELS
+from hierloc.data.synthetic import jitter
+from hierloc.eval.evaluate import keys_of_paths
 from hierloc.eval.metrics import PUBLISHED_IM2GPS3K, THRESHOLDS_KM, all_metrics
 
 log = logging.getLogger(__name__)
@@ -72,15 +74,6 @@ CALIBRATED = NoiseModel()
 # ---------------------------------------------------------------------------------------
 # photo locations and features
 # ---------------------------------------------------------------------------------------
-def _jitter(lat_deg, lon_deg, jitter_km: float, rng) -> tuple[np.ndarray, np.ndarray]:
-    n = len(lat_deg)
-    ang = rng.uniform(0, 2 * np.pi, n)
-    r_km = np.abs(rng.normal(0, jitter_km, n))
-    lat = np.clip(lat_deg + r_km * np.cos(ang) / 111.0, -89.9, 89.9)
-    lon = lon_deg + r_km * np.sin(ang) / (111.0 * np.cos(np.radians(lat)))
-    return lat, ((lon + 180.0) % 360.0) - 180.0
-
-
 def sample_locations(n: int, where: str = "cities", seed: int = 0, jitter_km: float = 3.0, table=None):
     """(lat_deg, lon_deg) of n photos: 'cities' (population-weighted cities of the
     offline hierarchy) or 'gallery' (GeoCLIP's 100k GPS gallery, uniform), jittered."""
@@ -93,13 +86,13 @@ def sample_locations(n: int, where: str = "cities", seed: int = 0, jitter_km: fl
         rows = np.arange(city.start, city.stop)
         pop = np.nan_to_num(table.population[rows], nan=1000.0).clip(min=1000.0)
         pick = rows[rng.choice(len(rows), size=n, p=pop / pop.sum())]
-        return _jitter(table.lat_deg[pick], table.lon_deg[pick], jitter_km, rng)
+        return jitter(table.lat_deg[pick], table.lon_deg[pick], jitter_km, rng)
     if where == "gallery":
         from hierloc.infer.zeroshot import gallery_latlon
 
         g = gallery_latlon()
         pick = rng.choice(len(g), size=n, replace=n > len(g))
-        return _jitter(g[pick, 0], g[pick, 1], jitter_km, rng)
+        return jitter(g[pick, 0], g[pick, 1], jitter_km, rng)
     raise ValueError(f"unknown photo locations {where!r}: expected 'cities', 'gallery' or a CSV file")
 
 
@@ -184,10 +177,6 @@ class Space:
     def keys_of_city_rows(self, rows) -> dict:
         return {lv: self.table.key[self.table.ancestor_at(rows, i)].astype(str) for i, lv in enumerate(LEVELS)}
 
-    def keys_of_paths(self, paths: np.ndarray, table=None) -> dict:
-        table = table or self.table
-        return {lv: table.key[paths[:, i] + table.level_slice(i).start].astype(str) for i, lv in enumerate(LEVELS)}
-
     def truth(self, lat_deg, lon_deg) -> dict:
         return self.keys_of_city_rows(self.rg.lookup(lat_deg, lon_deg))
 
@@ -235,14 +224,14 @@ def decode_centroid_beam(space: Space, u: torch.Tensor, beam: int = 10) -> Decod
                                     beam=beam).best)
     paths = torch.cat(best).numpy()
     rows = paths[:, 3] + space.table.level_slice("city").start
-    return Decoded(space.keys_of_paths(paths), space.table.lat_deg[rows], space.table.lon_deg[rows])
+    return Decoded(keys_of_paths(space.table, paths), space.table.lat_deg[rows], space.table.lon_deg[rows])
 
 
 def decode_tree_posterior(space: Space, u: torch.Tensor) -> Decoded:
     """The zero-shot profile as shipped: infer.zeroshot.TreePosterior."""
     res = space.posterior.search(u, k=1)
     gps = res.gps[:, 0].numpy()
-    return Decoded(space.keys_of_paths(res.best.numpy()), gps[:, 0], gps[:, 1])
+    return Decoded(keys_of_paths(space.table, res.best.numpy()), gps[:, 0], gps[:, 1])
 
 
 def checkpoint_decoder(source: str, beam: int = 10, search: str = "beam"):
@@ -258,7 +247,7 @@ def checkpoint_decoder(source: str, beam: int = 10, search: str = "beam"):
     def decode(space: Space, u: torch.Tensor) -> Decoded:
         best, _ = predict_features(model, table, u, beam=beam, search=search)
         rows = best[:, 3] + table.level_slice("city").start
-        return Decoded(space.keys_of_paths(best, table), table.lat_deg[rows], table.lon_deg[rows])
+        return Decoded(keys_of_paths(table, best), table.lat_deg[rows], table.lon_deg[rows])
 
     return decode
 

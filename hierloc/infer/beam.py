@@ -77,7 +77,9 @@ class SearchResult:
     score (B, k) = -sq_dist at the city level (higher is better; -inf for missing);
     confidence (B, 4): the best path's per-level confidence;
     gps (B, k, 2) degrees, when the decoder places a path finer than its city's centroid;
-    probability (B, k), when the decoder gives each path a posterior probability."""
+    probability (B, k), when the decoder gives each path a posterior probability;
+    levels ((B, N0), (B, N1)), when the decoder gives its own probability of every country
+    and region (else infer.predictor reads beam search's)."""
 
     paths: torch.Tensor
     sq_dist: torch.Tensor
@@ -85,6 +87,7 @@ class SearchResult:
     confidence: torch.Tensor
     gps: torch.Tensor | None = None
     probability: torch.Tensor | None = None
+    levels: tuple | None = None
 
     @property
     def best(self) -> torch.Tensor:

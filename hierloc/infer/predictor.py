@@ -51,9 +51,7 @@ class Engine:
     level_points: list
     tau: float
     encode: Callable            # list of RGB PIL images -> (B, p) photo points
-    confidence: Callable | None = None  # (z (B, p), best (B, 4)) -> (B, 4), overrides beam's
     search: Callable | None = None      # (z (B, p), k) -> SearchResult, replaces beam search
-    distribution: Callable | None = None  # (z, k) -> (country probs (B, N0), region probs (B, N1))
 
 
 @dataclass
@@ -155,13 +153,12 @@ class Predictor:
             res = e.search(z, max(beam, top_k))
         else:
             res = beam_search(e.geometry, z, e.level_points, self.tree, beam=max(beam, top_k), tau=e.tau)
-        conf = e.confidence(z, res.best) if e.confidence else res.confidence  # (B, 4)
         t2 = time.perf_counter()
-        countries, regions = (e.distribution or self._beam_distribution)(z, max(beam, top_k))
+        countries, regions = res.levels or self._beam_distribution(z, max(beam, top_k))
         out = []
         for b in range(len(images)):
             t3 = time.perf_counter()
-            pred = self._to_prediction(res, conf, b, top_k)
+            pred = self._to_prediction(res, b, top_k)
             pred.distribution = self._distribution_dict(countries[b], regions[b])
             if with_disk:
                 pred.disk = self.disk_points(z[b], res.paths[b, :top_k])
@@ -174,31 +171,29 @@ class Predictor:
     def _row(self, level: int, local: int) -> int:
         return self._starts[level] + int(local)
 
-    def _to_prediction(self, res, conf, b: int, top_k: int) -> Prediction:
+    def _to_prediction(self, res, b: int, top_k: int) -> Prediction:
         t, e = self.table, self.engine
         best = res.paths[b, 0]
         path = []
         for lv in range(4):
             row = self._row(lv, best[lv])
             path.append({"level": LEVELS[lv], "key": str(t.key[row]), "name": str(t.name[row]),
-                         "confidence": round(float(conf[b, lv]), 4), "latitude": float(t.lat_deg[row]),
+                         "confidence": round(float(res.confidence[b, lv]), 4), "latitude": float(t.lat_deg[row]),
                          "longitude": float(t.lon_deg[row])})
         city = self._row(3, best[3])
-        if res.probability is not None:
-            probs = res.probability[b]
-        else:
-            probs = torch.softmax(res.score[b] / e.tau, 0) if e.confidence is None else None
+        probs = res.probability[b] if res.probability is not None else torch.softmax(res.score[b] / e.tau, 0)
         cands = []
         for k in range(min(top_k, res.paths.shape[1])):
             p = res.paths[b, k]
             if int(p[3]) < 0:
                 break
             crow = self._row(3, p[3])
+            lat, lon = self._gps(res, b, k, crow)
             cands.append({"rank": k + 1, "score": round(float(res.score[b, k]), 4),
-                          "probability": round(float(probs[k]), 4) if probs is not None else None,
+                          "probability": round(float(probs[k]), 4),
                           "path": [{"key": str(t.key[self._row(lv, p[lv])]), "name": str(t.name[self._row(lv, p[lv])])}
                                    for lv in range(4)],
-                          "latitude": self._gps(res, b, k, crow)[0], "longitude": self._gps(res, b, k, crow)[1]})
+                          "latitude": lat, "longitude": lon})
         cc = str(t.country_code[city])
         lat, lon = self._gps(res, b, 0, city)
         return Prediction(ok=True, profile=e.profile, model=e.description, untrained=e.untrained, path=path,
@@ -338,13 +333,8 @@ def zeroshot_engine(table: PlaceTable | None = None, device: str = "cpu", random
     def search(z, k):
         return posterior.search(z[:, 1:], k)  # exp_0 keeps the direction: z's space part is along u
 
-    def distribution(z, k):
-        mass, _ = posterior.level_log_mass(z[:, 1:])
-        return mass[0].double().exp(), mass[1].double().exp()
-
     desc = "CLIP ViT-L/14 (OpenAI) + GeoCLIP" + (" [random CLIP weights]" if random_weights else "")
-    return Engine("zero-shot", desc, random_weights, table, geometry, points, 1.0, encode, search=search,
-                  distribution=distribution)
+    return Engine("zero-shot", desc, random_weights, table, geometry, points, 1.0, encode, search=search)
 
 
 # ---------------------------------------------------------------------------------------

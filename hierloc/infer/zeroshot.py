@@ -14,9 +14,8 @@ the tree), so a country is judged by everything inside it, never by its centroid
 The answer goes down the tree greedily: the country of largest mass, its region of
 largest mass, its sub-region of largest mass, and there the city of largest mass with
 its own point counted CITY_WEIGHT times (see there why). The GPS is the best support
-point of the chosen city. The
-per-level confidence is the place's posterior mass. Candidates are the cities of
-largest mass.
+point of the chosen city. The per-level confidence is the place's posterior mass.
+Candidates are the cities of largest mass.
 
 Why not the centroid: a country's centroid is a poor stand-in for the country (a photo
 in Seattle is nearer, in GeoCLIP's space, to Vancouver than to the centroid of the
@@ -272,12 +271,14 @@ class TreePosterior:
         """(B, 512) photo features -> SearchResult (paths (B, k, 4) local indices; the greedy
         answer first, then the other cities of largest mass; score = log mass of the
         city; confidence (B, 4) = posterior mass of the answer's place at each level; gps
-        (B, k, 2) the best support point of each city; probability (B, k) city mass)."""
+        (B, k, 2) the best support point of each city; probability (B, k) city mass;
+        levels the masses of every country and region)."""
         from hierloc.infer.beam import SearchResult
 
         parts = [self._search(u[i:i + chunk], k) for i in range(0, u.shape[0], chunk)]
         return SearchResult(*(torch.cat([getattr(p, f) for p in parts]) for f in
-                              ("paths", "sq_dist", "score", "confidence", "gps", "probability")))
+                              ("paths", "sq_dist", "score", "confidence", "gps", "probability")),
+                            levels=tuple(torch.cat([p.levels[i] for p in parts]) for i in range(2)))
 
     def _search(self, u: torch.Tensor, k: int):
         from hierloc.infer.beam import SearchResult
@@ -308,7 +309,7 @@ class TreePosterior:
         gps = self.support_latlon[self._best_support(logits, cities)]  # (B, kk, 2)
         conf = torch.stack([mass[lv].gather(1, answer[:, lv:lv + 1]).squeeze(1).exp() for lv in range(4)], 1)
         sq = torch.stack([-mass[lv].gather(1, paths[:, :, lv]) for lv in range(4)], -1)  # (B, kk, 4)
-        return SearchResult(paths, sq, log_p, conf, gps, log_p.exp())
+        return SearchResult(paths, sq, log_p, conf, gps, log_p.exp(), (mass[0].double().exp(), mass[1].double().exp()))
 
     def _best_support(self, logits: torch.Tensor, cities: torch.Tensor) -> torch.Tensor:
         """The support point of largest logit inside each city: (B, S), (B, kk) -> (B, kk)."""

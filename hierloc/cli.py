@@ -124,9 +124,11 @@ def cmd_places_lookup(args) -> int:
 # train / eval / data
 # ---------------------------------------------------------------------------------------
 def cmd_train(args) -> int:
-    from hierloc.train.config import TrainConfig
+    from hierloc.train.config import GEOCLIP_DEFAULTS, TrainConfig
     from hierloc.train.loop import train
 
+    if args.synthetic and args.geoclip:
+        raise CommandError("--synthetic and --geoclip are two different kinds of training: give one")
     overrides = list(args.set or [])
     if args.synthetic:
         overrides.insert(0, "data=synthetic")
@@ -135,11 +137,38 @@ def cmd_train(args) -> int:
     if args.minutes is not None:
         overrides.append(f"minutes={args.minutes}")
     try:
-        cfg = TrainConfig.load(args.config, overrides)
+        cfg = TrainConfig.load(args.config, overrides, base=GEOCLIP_DEFAULTS if args.geoclip else None)
     except (ValueError, FileNotFoundError) as exc:
         raise CommandError(str(exc)) from None
     folder = train(cfg)
     print(json.dumps({"checkpoint": str(folder)}))
+    return 0
+
+
+def cmd_export(args) -> int:
+    """A training checkpoint -> a folded checkpoint for answering photos (see HierLoc.folded),
+    with the command that made it and the numbers of its geometry."""
+    import time
+
+    from hierloc.eval.hierarchy_geometry import describe, hierarchy_geometry
+    from hierloc.model.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
+    from hierloc.train.config import TrainConfig
+
+    try:
+        model, table, meta = load_checkpoint(args.source)
+    except CheckpointError as exc:
+        raise CommandError(str(exc)) from None
+    t0 = time.perf_counter()
+    folded = model.folded()
+    stats = hierarchy_geometry(folded.geometry, folded.place_points(), table, sample=args.geometry_sample or None)
+    train = dict(meta.get("train") or {})
+    if train.get("config") and not train.get("command"):
+        train["command"] = TrainConfig.from_dict(train["config"]).command()
+    save_checkpoint(folded, table, Path(args.out),
+                    extra={"train": train, "exported_from": str(args.source), "geometry_check": stats})
+    log.info("exported in %.1f s", time.perf_counter() - t0)
+    print(json.dumps({"checkpoint": args.out, "command": train.get("command"), "geometry_check": stats,
+                      "summary": describe(stats)}, indent=2))
     return 0
 
 
@@ -330,6 +359,7 @@ def cmd_bench_geoclip(args) -> int:
     import torch
 
     from hierloc.eval import geoclip_bench as gb
+    from hierloc.model.checkpoint import CheckpointError
 
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -337,12 +367,19 @@ def cmd_bench_geoclip(args) -> int:
         levels = tuple(float(v) for v in args.noise.split(","))
     except ValueError:
         raise CommandError("--noise needs comma-separated multiples of the calibrated level, e.g. 0,0.5,1,1.5") from None
-    decoders = dict(gb.DECODERS)
-    for ckpt in args.checkpoint or []:
-        decoders[f"checkpoint {ckpt}"] = gb.checkpoint_decoder(ckpt, beam=args.beam)
-        decoders[f"checkpoint {ckpt} (flat)"] = gb.checkpoint_decoder(ckpt, beam=args.beam, search="flat")
+    decoders = {} if args.checkpoints_only else dict(gb.DECODERS)
+    if args.checkpoints_only and not args.checkpoint:
+        raise CommandError("--checkpoints-only needs at least one --checkpoint")
+    for item in args.checkpoint or []:
+        label, _, ckpt = item.rpartition("=") if "=" in item and not Path(item).exists() else ("", "", item)
+        label = label or f"checkpoint {ckpt}"
+        try:
+            decoders[f"{label}, beam"] = gb.checkpoint_decoder(ckpt, beam=args.beam)
+            decoders[f"{label}, flat"] = gb.checkpoint_decoder(ckpt, beam=args.beam, search="flat")
+        except (CheckpointError, ValueError) as exc:
+            raise CommandError(str(exc)) from None
     res = gb.run(n_photos=args.photos, where=args.where, locations=args.locations, levels=levels,
-                 decoders=decoders, seed=args.seed)
+                 decoders=decoders, seed=args.seed, split=args.split)
     if args.out:
         gb.write(res, Path(args.out))
     print(json.dumps(res, indent=2) if args.json else gb.markdown(res))
@@ -389,9 +426,18 @@ def build_parser() -> argparse.ArgumentParser:
     tr.add_argument("--config", metavar="FILE", help="a JSON or TOML TrainConfig")
     tr.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a setting (repeatable)")
     tr.add_argument("--synthetic", action="store_true", help="train on GeoSynth (runs anywhere)")
+    tr.add_argument("--geoclip", action="store_true",
+                    help="train in GeoCLIP's space on pseudo-photos from its location encoder (runs offline)")
     tr.add_argument("--out", metavar="DIR", help="run folder")
     tr.add_argument("--minutes", type=float, help="wall-clock budget")
     tr.set_defaults(func=cmd_train)
+
+    ex = sub.add_parser("export", help="fold a training checkpoint into one for answering photos (smaller)")
+    ex.add_argument("source", help="training checkpoint folder (RUN/last)")
+    ex.add_argument("out", help="folder to write, e.g. checkpoints/NAME")
+    ex.add_argument("--geometry-sample", type=int, default=0,
+                    help="measure the geometry numbers on this many places per level (default: all)")
+    ex.set_defaults(func=cmd_export)
 
     ev = sub.add_parser("eval", help="benchmark metrics of a checkpoint")
     ev.add_argument("--checkpoint", metavar="DIR", help="checkpoint folder or hub repo id")
@@ -475,8 +521,13 @@ def build_parser() -> argparse.ArgumentParser:
     bg.add_argument("--where", choices=["cities", "gallery"], default="cities",
                     help="sample locations from population-weighted cities (default) or GeoCLIP's GPS gallery")
     bg.add_argument("--locations", metavar="CSV", help="use these photo locations instead (latitude, longitude)")
+    bg.add_argument("--split", choices=["all", "test"], default="all",
+                    help="test: only locations in the cells that GeoCLIP-space training holds out")
     bg.add_argument("--noise", default="0,0.5,1,1.5", help="noise levels, multiples of the calibrated one")
-    bg.add_argument("--checkpoint", action="append", metavar="DIR", help="also a GeoCLIP-space checkpoint (repeatable)")
+    bg.add_argument("--checkpoint", action="append", metavar="[LABEL=]DIR",
+                    help="also a GeoCLIP-space checkpoint, beam and flat search (repeatable)")
+    bg.add_argument("--checkpoints-only", action="store_true",
+                    help="only the --checkpoint decoders (the built-in ones score the same photos in another run)")
     bg.add_argument("--beam", type=int, default=10)
     bg.add_argument("--seed", type=int, default=0)
     bg.add_argument("--threads", type=int, default=0)

@@ -12,6 +12,12 @@ keeps it off (the ablation). The total is sum_l beta_l L_l.
 
 Negatives span the whole level, processed in chunks under activation checkpointing, so
 memory grows with the chunk, not with the level: (B, chunk) floats at a time.
+
+Sampled negatives (training on a CPU, where a full city level per step is too slow): a
+level may be given as a sample of its places with a log weight per place (``log_w``);
+the sum over negatives becomes sum_k w_k' e^{logit_k} with w_k' = exp(log_w_k), which
+is an unbiased estimate of the full sum when log_w is minus the log of each place's
+probability of being in the sample (see hierloc.train.loop.NegativeSampler).
 """
 
 from __future__ import annotations
@@ -71,12 +77,13 @@ class GeoWeightedLoss(nn.Module):
         return 1.0 + self.lam * k
 
     def level_loss(self, geometry, z: torch.Tensor, places: torch.Tensor, target: torch.Tensor,
-                   photo_latlon: torch.Tensor, place_latlon: torch.Tensor) -> torch.Tensor:
+                   photo_latlon: torch.Tensor, place_latlon: torch.Tensor,
+                   log_w: torch.Tensor | None = None) -> torch.Tensor:
         """Per-photo loss at one level.
 
         z (B, p) photo points; places (N, p) the level's points; target (B,) long, the
         true place's index in the level; photo_latlon (B, 2) and place_latlon (N, 2) in
-        degrees. Returns (B,).
+        degrees; log_w (N,) optional log weights of the negatives. Returns (B,).
         """
         tau = self.tau
         pos_logit = -geometry.sq_dist(z, places[target]) / tau  # (B,)
@@ -89,25 +96,28 @@ class GeoWeightedLoss(nn.Module):
         for start in range(0, places.shape[0], self.chunk):
             stop = min(start + self.chunk, places.shape[0])
             args = (z, places[start:stop], place_xyz[start:stop], photo_xyz, target,
-                    tau, self.log_lambda, self.log_sigma)
+                    tau, self.log_lambda, self.log_sigma, None if log_w is None else log_w[start:stop])
             fn = _ChunkLSE(self, geometry, start)
             lses.append(checkpoint(fn, *args, use_reentrant=False) if remat else fn(*args))
         neg_lse = torch.logsumexp(torch.stack(lses, dim=1), dim=1)  # (B,)
         return torch.logaddexp(pos_logit, neg_lse) - pos_logit
 
-    def forward(self, geometry, z, places_by_level, targets, photo_latlon, place_latlon_by_level):
+    def forward(self, geometry, z, places_by_level, targets, photo_latlon, place_latlon_by_level,
+                log_w_by_level=None):
         """Total loss sum_l beta_l mean_b L_l and the per-level means.
 
-        targets (B, L) long, -1 where a level's ground truth is unknown (skipped).
+        targets (B, L) long, -1 where a level's ground truth is unknown (skipped);
+        log_w_by_level: per level None (all places) or the sample's log weights.
         """
         total = z.new_zeros(())
         per_level = {}
+        log_w_by_level = log_w_by_level or [None] * len(places_by_level)
         for lv, (places, latlon) in enumerate(zip(places_by_level, place_latlon_by_level)):
             valid = targets[:, lv] >= 0
             if not valid.any():
                 continue
             loss = self.level_loss(geometry, z[valid], places, targets[valid, lv],
-                                   photo_latlon[valid], latlon).mean()
+                                   photo_latlon[valid], latlon, log_w_by_level[lv]).mean()
             per_level[lv] = loss.detach()
             total = total + self.betas[lv] * loss
         return total, per_level
@@ -135,8 +145,10 @@ class _ChunkLSE:
     def __init__(self, loss: GeoWeightedLoss, geometry, start: int):
         self.loss, self.geometry, self.start = loss, geometry, start
 
-    def __call__(self, z, places, place_xyz, photo_xyz, target, tau, log_lambda, log_sigma):
+    def __call__(self, z, places, place_xyz, photo_xyz, target, tau, log_lambda, log_sigma, log_w=None):
         logits = -self.geometry.sq_dist_matrix(z, places) / tau  # (B, C)
+        if log_w is not None:
+            logits = logits + log_w
         if self.loss.geo_weighting:
             g = chord_km(photo_xyz, place_xyz)  # (B, C) great-circle km
             x = g / log_sigma.exp()

@@ -74,10 +74,16 @@ CALIBRATED = NoiseModel()
 # ---------------------------------------------------------------------------------------
 # photo locations and features
 # ---------------------------------------------------------------------------------------
-def sample_locations(n: int, where: str = "cities", seed: int = 0, jitter_km: float = 3.0, table=None):
+def sample_locations(n: int, where: str = "cities", seed: int = 0, jitter_km: float = 3.0, table=None,
+                     split: str = "all"):
     """(lat_deg, lon_deg) of n photos: 'cities' (population-weighted cities of the
-    offline hierarchy) or 'gallery' (GeoCLIP's 100k GPS gallery, uniform), jittered."""
+    offline hierarchy) or 'gallery' (GeoCLIP's 100k GPS gallery, uniform), jittered;
+    split 'test': only in the cells GeoCLIP-space training holds out."""
     rng = np.random.default_rng(seed)
+    if split != "all":
+        from hierloc.data.geoclip_space import LocationSource
+
+        return LocationSource(where, split, table, jitter_km).draw(n, rng)
     if where == "cities":
         from hierloc.geo.places import default_places
 
@@ -270,7 +276,8 @@ def score(space: Space, dec: Decoded, lat, lon, truth: dict) -> dict:
 
 
 def run(n_photos: int = 1000, where: str = "cities", locations=None, levels=DEFAULT_LEVELS,
-        noise: NoiseModel = CALIBRATED, decoders: dict | None = None, seed: int = 0, space: Space | None = None) -> dict:
+        noise: NoiseModel = CALIBRATED, decoders: dict | None = None, seed: int = 0, space: Space | None = None,
+        split: str = "all") -> dict:
     """Every decoder on the same photos at every noise level -> results (JSON-ready)."""
     t0 = time.perf_counter()
     space = space or Space()
@@ -278,12 +285,13 @@ def run(n_photos: int = 1000, where: str = "cities", locations=None, levels=DEFA
         lat, lon = read_locations(locations)
         where = str(locations)
     else:
-        lat, lon = sample_locations(n_photos, where, seed, table=space.table)
+        lat, lon = sample_locations(n_photos, where, seed, table=space.table, split=split)
     truth = space.truth(lat, lon)
     decoders = decoders or DECODERS
     out = {"benchmark": "GeoCLIP-space proxy (GeoCLIP's pretrained location encoder + calibrated noise); "
                         "not accuracy on real photos",
-           "photos": int(len(lat)), "locations": where, "seed": seed, "noise_model": asdict(noise),
+           "photos": int(len(lat)), "locations": where, "split": split if locations is None else "all",
+           "seed": seed, "noise_model": asdict(noise),
            "countries": int(len(set(truth["country"]))), "levels": []}
     for level in levels:
         u = photo_features(space.encoder, lat, lon, noise.at(level), seed=seed + 1)
@@ -314,7 +322,8 @@ def shortfall(results: dict, decoder: str, baselines=BASELINES) -> dict:
 def markdown(res: dict) -> str:
     """One table per noise level, every decoder a row, plus the published Im2GPS3k rows."""
     km = " | ".join(f"{t} km" for t in THRESHOLDS_KM)
-    lines = [f"GeoCLIP-space proxy benchmark: {res['photos']} photo locations ({res['locations']}, "
+    held = " in held-out cells" if res.get("split") == "test" else ""
+    lines = [f"GeoCLIP-space proxy benchmark: {res['photos']} photo locations ({res['locations']}{held}, "
              f"{res['countries']} countries), seed {res['seed']}. Not accuracy on real photos.", ""]
     for block in res["levels"]:
         nm = block["noise"]

@@ -139,6 +139,26 @@ class HierLoc(nn.Module):
                 param = nn.Parameter(t)
             self.register_parameter(f"anchor_{lv}", param)
 
+    @torch.no_grad()
+    def clamp_anchors(self, max_norm: float) -> int:
+        """Pull anchors whose tangent at the origin is longer than max_norm back to it (a
+        projection after each optimiser step). Far out, float32 Lorentz distances lose
+        their precision (the inner products grow like e^(2r)) and then overflow; anchors
+        that are only ever negatives (a sampled city nobody photographs) are otherwise
+        pushed outward step after step. Returns how many were pulled in."""
+        moved = 0
+        for lv in range(NUM_LEVELS):
+            a = getattr(self, f"anchor_{lv}")
+            t = L.log0(a, self.config.curvature) if self.manifold_anchors else a
+            n = t.norm(dim=-1, keepdim=True)
+            far = (n > max_norm).squeeze(-1) | ~torch.isfinite(n).squeeze(-1)
+            if far.any():
+                fixed = t[far] * (max_norm / n[far].clamp_min(1e-12))
+                fixed = torch.nan_to_num(fixed, nan=0.0)
+                a[far] = L.exp0(fixed, self.config.curvature) if self.manifold_anchors else fixed
+                moved += int(far.sum())
+        return moved
+
     # ---- places ----------------------------------------------------------------------
     def place_latlon(self, level: int) -> torch.Tensor:
         return getattr(self, f"latlon_{level}")
@@ -147,12 +167,14 @@ class HierLoc(nn.Module):
         a = getattr(self, f"anchor_{level}")
         return L.log0(a, self.config.curvature) if self.manifold_anchors else a
 
-    def place_tangents(self, level: int) -> torch.Tensor:
-        """Tangent vectors of every place of a level: () -> (N_l, D)."""
-        t = self.anchor_tangent(level)
+    def place_tangents(self, level: int, rows: torch.Tensor | None = None) -> torch.Tensor:
+        """Tangent vectors of the places of a level: all (N_l, D), or those of ``rows`` (R, D)."""
+        a = getattr(self, f"anchor_{level}")
+        a = a if rows is None else a[rows]
+        t = L.log0(a, self.config.curvature) if self.manifold_anchors else a
         if self.feature_names:
             f = torch.cat([getattr(self, f"feat_{n}_{level}") for n in self.feature_names], dim=-1)  # (N, sum dims)
-            t = t + self.log_alpha_node.exp() * self.place_mlp(f)
+            t = t + self.log_alpha_node.exp() * self.place_mlp(f if rows is None else f[rows])
         return t
 
     def encode_places(self) -> list[torch.Tensor]:
@@ -202,13 +224,42 @@ class HierLoc(nn.Module):
             return self.geometry.to_point(v.float())  # manifold math in float32
 
     def loss(self, z: torch.Tensor, place_points: list[torch.Tensor], targets: torch.Tensor,
-             photo_latlon: torch.Tensor):
-        """GWH-InfoNCE over all levels: z (B, p), targets (B, 4) local indices (-1: skip)."""
+             photo_latlon: torch.Tensor, place_latlon: list[torch.Tensor] | None = None,
+             neg_log_weights: list[torch.Tensor | None] | None = None):
+        """GWH-InfoNCE over all levels: z (B, p), targets (B, 4) local indices (-1: skip).
+        With sampled negatives, place_points, place_latlon and neg_log_weights hold a
+        level's sample (see GeoWeightedLoss) and targets index into it."""
+        place_latlon = place_latlon or [self.place_latlon(lv) for lv in range(NUM_LEVELS)]
         with torch.autocast(device_type=z.device.type, enabled=False):
             return self.criterion(self.geometry, z.float(), [p.float() for p in place_points], targets,
-                                  photo_latlon.float(), [self.place_latlon(lv) for lv in range(NUM_LEVELS)])
+                                  photo_latlon.float(), place_latlon, neg_log_weights)
 
     # ---- bookkeeping -----------------------------------------------------------------
+    @torch.no_grad()
+    def folded(self) -> "HierLoc":
+        """The same model for answering photos, with the place encoder folded into the
+        anchors: each anchor becomes the place's final point (exp_0 of its tangent), and
+        the per-place input features (hundreds of MB for 165k places) are no longer
+        needed. Eval-mode outputs are the same up to float rounding; it cannot be
+        trained further as the paper's model (its places no longer see their features)."""
+        from dataclasses import replace
+
+        c = self.config
+        if c.learn_curvature:
+            raise ValueError("folding a model with a learned curvature is not supported")
+        cfg = replace(c, place_features=(), dropout=0.0,
+                      extra={**c.extra, "folded_place_features": [n for n, _ in c.place_features]})
+        new = HierLoc(cfg, [self.place_latlon(lv).cpu() for lv in range(NUM_LEVELS)])
+        tangents = [t.cpu() for t in self.place_cache()]
+        mine = dict(self.named_parameters())
+        for name, p in new.named_parameters():
+            if name.startswith("anchor_"):
+                t = tangents[int(name.split("_")[1])]
+                p.copy_(L.exp0(t, c.curvature) if new.manifold_anchors else t)
+            else:
+                p.copy_(mine[name].detach().cpu())
+        return new.eval()
+
     def place_feature_tensors(self) -> dict[str, torch.Tensor]:
         """The fixed place inputs, for saving next to the weights."""
         return {f"feat_{n}_{lv}": getattr(self, f"feat_{n}_{lv}") for n in self.feature_names

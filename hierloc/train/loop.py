@@ -11,6 +11,7 @@ disjoint share of every batch, gradients are all-reduced by DDP, rank 0 writes.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import math
@@ -26,7 +27,9 @@ import torch.distributed as dist
 from torch import nn
 
 from hierloc import LEVELS
+from hierloc.data.geoclip_space import CELL_DEG, HOLDOUT_SHARE
 from hierloc.geo.places import PlaceTable
+from hierloc.manifold import lorentz as L
 from hierloc.model.config import ModelConfig
 from hierloc.model.hierloc import HierLoc, level_latlon
 from hierloc.model.checkpoint import load_checkpoint, save_checkpoint
@@ -46,6 +49,11 @@ class TrainData:
     place_features: dict   # name -> per level (N_l, dim)
     feat_dim: int
     notes: dict
+    photos: object = None  # GeoClipPhotos: fresh photos at every step (data = geoclip)
+
+
+GEOCLIP_EPOCH = 100_000
+"""Photos in one 'epoch' of GeoCLIP-space training (its photos are drawn fresh)."""
 
 
 def targets_of(table: PlaceTable, photos) -> torch.Tensor:
@@ -74,10 +82,37 @@ def _photos_from_osv5m(cfg: TrainConfig):
                     rows["longitude"].to_numpy(float), keys, names)
 
 
+def prepare_geoclip(cfg: TrainConfig) -> TrainData:
+    """GeoCLIP space: the offline hierarchy, photos drawn fresh from GeoCLIP's location
+    encoder (train cells only), validation photos at the calibrated noise level."""
+    from hierloc.data.geoclip_space import GeoClipPhotos, mean_location_features
+    from hierloc.data.place_features import location_features
+    from hierloc.geo.places import default_places
+
+    table = default_places()
+    photos = GeoClipPhotos(table, cfg.locations, "train", cfg.noise_max)
+    val = photos.photo_set(cfg.val_photos, seed=cfg.seed + 1_000_003, level=1.0)
+    feats: dict = {}
+    for name in cfg.place_features:
+        if name == "location":
+            feats["location"] = location_features(table)
+        elif name == "image":  # the mean pseudo-photo of each place, noise-free
+            feats["image"] = mean_location_features(table, cfg.locations, cfg.place_feature_photos,
+                                                    seed=cfg.seed, encoder=photos.encoder)
+        else:
+            raise ValueError(f"place feature {name!r} cannot be made in GeoCLIP space (use location, image)")
+    notes = {"geoclip": {"locations": cfg.locations, "noise_max": cfg.noise_max,
+                         "noise_model": dataclasses.asdict(photos.noise),
+                         "holdout": {"cell_deg": CELL_DEG, "share": HOLDOUT_SHARE}}}
+    return TrainData(table, None, val, None, None, feats, 512, notes, photos)
+
+
 def prepare_data(cfg: TrainConfig) -> TrainData:
     from hierloc.data.place_features import location_features, mean_image_features
     from hierloc.geo.build import table_from_points
 
+    if cfg.data == "geoclip":
+        return prepare_geoclip(cfg)
     test = None
     notes: dict = {}
     if cfg.data == "synthetic":
@@ -133,17 +168,157 @@ def build_model(cfg: TrainConfig, data: TrainData) -> HierLoc:
     return HierLoc(mcfg, [torch.from_numpy(a) for a in level_latlon(data.table)], data.place_features)
 
 
+PCA_INIT_RADIUS = 3.0
+"""Median distance from the origin of the cities' points (and of clean photos') after pca_init."""
+
+
+@torch.no_grad()
+def pca_init(model: HierLoc, data: TrainData, radial: bool = True, anchor_norm: float = 0.01) -> dict:
+    """Start the photo head and the place encoder as one and the same linear map, so that
+    training starts from 'a photo is near the places its feature resembles' rather than
+    from noise: tangent = s P (f - mu), with P the top embed_dim principal directions of
+    the places' mean-photo features (centred on their mean mu), s putting the cities at
+    PCA_INIT_RADIUS. Each MLP is made exactly linear with GELU(x) - GELU(-x) = x (hidden
+    = 2 embed_dim, first layer [sP; -sP], second [I, -I]); the anchors start near the
+    origin, so a place's position is its features' at first. Needs the "image" place
+    feature, the photo features' space (feat_dim) and no dropout. Returns what it set.
+
+    radial: each anchor starts along its place's own feature direction at the level's
+    anchor norm (ModelConfig.anchor_norms, the paper's countries-near-the-centre init), so
+    every place starts that much further out than its features alone would put it;
+    otherwise the anchors start at the origin (anchor_norm) in their random directions."""
+    c = model.config
+    D, H = c.embed_dim, c.hidden_dim
+    if H != 2 * D or "image" not in model.feature_names or c.dropout:
+        raise ValueError("pca_init needs hidden_dim = 2 embed_dim, the image place feature and dropout 0")
+    img = torch.cat(data.place_features["image"]).double()  # (N, F) every level's mean photo
+    if img.shape[1] != c.feat_dim:
+        raise ValueError("pca_init needs place image features in the photos' space")
+    mu = img.mean(0)
+    x = img - mu
+    _, _, vh = torch.linalg.svd(x[torch.randperm(len(x), generator=torch.Generator().manual_seed(c.seed))[:50_000]],
+                                full_matrices=False)
+    P = vh[:D]  # (D, F)
+    city = data.place_features["image"][3].double()
+    scale = PCA_INIT_RADIUS / float(((city - mu) @ P.T).norm(dim=1).median())
+
+    def make_linear(mlp, blocks: list[torch.Tensor], mean: torch.Tensor):
+        W = torch.cat(blocks, 1) * scale  # (D, F_in)
+        b = -(W @ mean)
+        lin1, lin2 = mlp[0], mlp[-1]
+        lin1.weight.copy_(torch.cat([W, -W]).float())
+        lin1.bias.copy_(torch.cat([b, -b]).float())
+        lin2.weight.copy_(torch.cat([torch.eye(D), -torch.eye(D)], 1))
+        lin2.bias.zero_()
+
+    make_linear(model.photo_mlp, [P], mu)
+    model.log_alpha_img.zero_()
+    blocks, mean = [], []
+    for name, dim in c.place_features:
+        blocks.append(P if name == "image" else torch.zeros(D, dim, dtype=torch.float64))
+        mean.append(mu if name == "image" else torch.zeros(dim, dtype=torch.float64))
+    make_linear(model.place_mlp, blocks, torch.cat(mean))
+    model.log_alpha_node.zero_()
+    for lv in range(4):
+        a = getattr(model, f"anchor_{lv}")
+        if radial:
+            t = (data.place_features["image"][lv].double() - mu) @ P.T  # the place's own direction
+            norm = c.anchor_norms[lv]
+        else:
+            t, norm = model.anchor_tangent(lv).double(), anchor_norm
+        t = (norm * t / t.norm(dim=-1, keepdim=True).clamp_min(1e-12)).float()
+        a.copy_(L.exp0(t, c.curvature) if model.manifold_anchors else t)
+    model.train()
+    return {"scale": round(scale, 4), "radius": PCA_INIT_RADIUS, "radial": radial,
+            "anchor_norms": list(c.anchor_norms) if radial else anchor_norm}
+
+
+class NegativeSampler:
+    """Which places of a level one training step scores, when a level is too large to
+    score whole on a CPU (TrainConfig.max_negatives): every place that is a photo's true
+    place or a sibling of one (same parent: the near, hard negatives that geo-weighting
+    is about), plus a uniform sample of the rest, weighted by (rest size / sample size)
+    so that the sum over negatives stays an unbiased estimate of the full one."""
+
+    def __init__(self, table: PlaceTable, max_negatives: int):
+        self.max_negatives = int(max_negatives)
+        self.sizes = list(table.counts().values())
+        self.children = []  # per level: None (scored whole) or (order by parent, CSR starts)
+        for lv, n in enumerate(self.sizes):
+            if not self.max_negatives or n <= self.max_negatives or lv == 0:
+                self.children.append(None)
+                continue
+            parent = table.parent[table.level_slice(lv)] - table.level_slice(lv - 1).start
+            order = np.argsort(parent, kind="stable")
+            starts = np.searchsorted(parent[order], np.arange(self.sizes[lv - 1] + 1))
+            self.children.append((order, starts))
+
+    @property
+    def active(self) -> bool:
+        return any(c is not None for c in self.children)
+
+    def sample(self, targets: torch.Tensor, gen: torch.Generator):
+        """targets (B, 4) local indices -> per level None (all places) or (rows, log_w,
+        targets into rows)."""
+        out = []
+        tg = targets.cpu().numpy()
+        for lv, ch in enumerate(self.children):
+            if ch is None:
+                out.append(None)
+                continue
+            order, starts = ch
+            n = self.sizes[lv]
+            parents = np.unique(tg[:, lv - 1][tg[:, lv - 1] >= 0])
+            sib = [order[starts[p]:starts[p + 1]] for p in parents]
+            fixed = np.unique(np.concatenate([tg[:, lv][tg[:, lv] >= 0], *sib]))
+            draw = torch.randperm(n, generator=gen)[:self.max_negatives].numpy()
+            draw = draw[~np.isin(draw, fixed)]
+            rest = n - len(fixed)
+            rows = np.concatenate([fixed, draw])
+            log_w = np.zeros(len(rows), dtype=np.float32)
+            if len(draw):
+                log_w[len(fixed):] = np.log(rest / len(draw))
+            where = np.full(n, -1, dtype=np.int64)
+            where[rows] = np.arange(len(rows))
+            local = np.where(tg[:, lv] >= 0, where[np.maximum(tg[:, lv], 0)], -1)
+            out.append((torch.from_numpy(rows), torch.from_numpy(log_w), torch.from_numpy(local)))
+        return out
+
+
 class TrainStep(nn.Module):
     """One loss evaluation as a module, so DistributedDataParallel can wrap it."""
 
-    def __init__(self, model: HierLoc):
+    def __init__(self, model: HierLoc, sampler: NegativeSampler | None = None):
         super().__init__()
         self.model = model
+        self.sampler = sampler if sampler is not None and sampler.active else None
+        self.gen = torch.Generator().manual_seed(model.config.seed)
 
     def forward(self, feats, targets, latlon):
-        tangents = self.model.encode_places()
-        z = self.model(feats, tangents)
-        return self.model.loss(z, self.model.place_points(tangents), targets, latlon)
+        if self.sampler is None:
+            tangents = self.model.encode_places()
+            z = self.model(feats, tangents)
+            return self.model.loss(z, self.model.place_points(tangents), targets, latlon)
+        if self.model.config.attention:
+            raise ValueError("sampled negatives need attention off (attention looks at every place)")
+        picks = self.sampler.sample(targets, self.gen)
+        dev = feats.device
+        tangents, place_latlon, log_w, cols = [], [], [], []
+        for lv, pick in enumerate(picks):
+            if pick is None:
+                tangents.append(self.model.place_tangents(lv))
+                place_latlon.append(self.model.place_latlon(lv))
+                log_w.append(None)
+                cols.append(targets[:, lv])
+            else:
+                rows, w, local = (t.to(dev) for t in pick)
+                tangents.append(self.model.place_tangents(lv, rows))
+                place_latlon.append(self.model.place_latlon(lv)[rows])
+                log_w.append(w)
+                cols.append(local)
+        z = self.model(feats)
+        return self.model.loss(z, self.model.place_points(tangents), torch.stack(cols, 1), latlon,
+                               place_latlon, log_w)
 
 
 def git_revision() -> str:
@@ -191,6 +366,8 @@ def train(cfg: TrainConfig) -> Path:
     t_start = time.time()
     data = prepare_data(cfg)
     model = build_model(cfg, data)
+    if cfg.init in ("pca", "pca-origin"):
+        model.config.extra["pca_init"] = pca_init(model, data, radial=cfg.init == "pca")  # saved with the model
     step = 0
     state_path, last = out / "trainer_state.pt", out / "last"
     resume = last.exists() and state_path.exists()
@@ -211,26 +388,33 @@ def train(cfg: TrainConfig) -> Path:
         meta = {**cfg.to_dict(), "git_revision": git_revision(), "places_hash": data.table.content_hash(),
                 "world_size": world}
         (out / "config.json").write_text(json.dumps(meta, indent=2))
-    stepper: nn.Module = TrainStep(model)
+    stepper: nn.Module = TrainStep(model, NegativeSampler(data.table, cfg.max_negatives))
     if world > 1:
         stepper = nn.parallel.DistributedDataParallel(stepper, device_ids=[local_rank] if device.type == "cuda" else None)
 
-    n = len(data.train)
+    n = len(data.train) if data.photos is None else GEOCLIP_EPOCH
     steps_per_epoch = max(1, n // cfg.batch_size)
     total = cfg.max_steps or int(math.ceil(cfg.epochs * steps_per_epoch))
     per_rank = max(1, cfg.batch_size // world)
-    feats_all, latlon_all = data.train.feats, torch.as_tensor(np.stack([data.train.lat_deg, data.train.lon_deg], 1), dtype=torch.float32)
+    if data.photos is None:
+        feats_all = data.train.feats
+        latlon_all = torch.as_tensor(np.stack([data.train.lat_deg, data.train.lon_deg], 1), dtype=torch.float32)
     use_amp = cfg.amp and device.type == "cuda"
     log_file = (out / "log.jsonl").open("a") if rank == 0 else None
     bar = tqdm(total=total, initial=step, desc="train", unit="step", disable=rank != 0, dynamic_ncols=True)
     stop_reason = "steps"
     skipped = 0
+    clamped = 0
     while step < total:
-        epoch, pos = divmod(step, steps_per_epoch)
-        perm = torch.randperm(n, generator=torch.Generator().manual_seed(cfg.seed * 100_003 + epoch))
-        idx = perm[pos * cfg.batch_size:(pos + 1) * cfg.batch_size][rank::world][:per_rank]
-        feats, targets = feats_all[idx].to(device), data.targets[idx].to(device)
-        latlon = latlon_all[idx].to(device)
+        if data.photos is not None:  # fresh photos, the same for a given seed, step and rank
+            b = data.photos.batch(per_rank, np.random.default_rng([cfg.seed, step, rank]))
+            feats, targets, latlon = b.feats.to(device), b.targets.to(device), b.latlon.to(device)
+        else:
+            epoch, pos = divmod(step, steps_per_epoch)
+            perm = torch.randperm(n, generator=torch.Generator().manual_seed(cfg.seed * 100_003 + epoch))
+            idx = perm[pos * cfg.batch_size:(pos + 1) * cfg.batch_size][rank::world][:per_rank]
+            feats, targets = feats_all[idx].to(device), data.targets[idx].to(device)
+            latlon = latlon_all[idx].to(device)
         opt.zero_grad()
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_amp):
             loss, per_level = stepper(feats, targets, latlon)
@@ -244,6 +428,8 @@ def train(cfg: TrainConfig) -> Path:
             grad_norm = opt.clip_and_step(cfg.grad_clip)
             if not np.isfinite(grad_norm):
                 skipped += 1
+            elif cfg.max_anchor_norm:
+                clamped += model.clamp_anchors(cfg.max_anchor_norm)
         step += 1
         bar.update(1)
         bar.set_postfix(loss=f"{loss.item():.3f}")
@@ -253,6 +439,7 @@ def train(cfg: TrainConfig) -> Path:
                    "loss_per_level": {LEVELS[k]: round(float(v), 4) for k, v in per_level.items()},
                    "tau": round(float(crit.tau.detach()), 4), "lambda": round(float(crit.lam.detach()), 4),
                    "sigma_km": round(float(crit.sigma_km.detach()), 1), "grad_norm": round(grad_norm, 3), "skipped_steps": skipped,
+                   "clamped_anchors": clamped,
                    "elapsed_s": round(time.time() - t_start, 1)}
             if len(data.val):
                 rec.update(quick_validation(model, data.table, data.val))
@@ -288,7 +475,8 @@ def train(cfg: TrainConfig) -> Path:
 def _save(model, data, opt, step, out: Path, cfg: TrainConfig, t_start: float) -> None:
     save_checkpoint(model, data.table, out / "last",
                     extra={"train": {"step": step, "seconds": round(time.time() - t_start, 1),
-                                     "config": cfg.to_dict(), "git_revision": git_revision()}})
+                                     "config": cfg.to_dict(), "command": cfg.command(),
+                                     "git_revision": git_revision()}})
     tmp = out / "trainer_state.pt.tmp"
     torch.save({"optimizer": opt.state_dict(), "step": step}, tmp)
     tmp.replace(out / "trainer_state.pt")

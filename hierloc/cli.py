@@ -521,8 +521,9 @@ def build_parser() -> argparse.ArgumentParser:
     bg.add_argument("--where", choices=["cities", "gallery"], default="cities",
                     help="sample locations from population-weighted cities (default) or GeoCLIP's GPS gallery")
     bg.add_argument("--locations", metavar="CSV", help="use these photo locations instead (latitude, longitude)")
-    bg.add_argument("--split", choices=["all", "test"], default="all",
-                    help="test: only locations in the cells that GeoCLIP-space training holds out")
+    bg.add_argument("--split", choices=["all", "test", "train"], default="all",
+                    help="test: only locations in the cells that GeoCLIP-space training holds out; "
+                         "train: only in the others")
     bg.add_argument("--noise", default="0,0.5,1,1.5", help="noise levels, multiples of the calibrated one")
     bg.add_argument("--checkpoint", action="append", metavar="[LABEL=]DIR",
                     help="also a GeoCLIP-space checkpoint, beam and flat search (repeatable)")

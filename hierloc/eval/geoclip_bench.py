@@ -322,7 +322,7 @@ def shortfall(results: dict, decoder: str, baselines=BASELINES) -> dict:
 def markdown(res: dict) -> str:
     """One table per noise level, every decoder a row, plus the published Im2GPS3k rows."""
     km = " | ".join(f"{t} km" for t in THRESHOLDS_KM)
-    held = " in held-out cells" if res.get("split") == "test" else ""
+    held = {"test": " in held-out cells", "train": " in training cells"}.get(res.get("split"), "")
     lines = [f"GeoCLIP-space proxy benchmark: {res['photos']} photo locations ({res['locations']}{held}, "
              f"{res['countries']} countries), seed {res['seed']}. Not accuracy on real photos.", ""]
     for block in res["levels"]:

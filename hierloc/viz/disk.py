@@ -106,6 +106,12 @@ def disk_figure(disk: dict, title: str = ""):
         fig.add_trace(go.Scatter(x=[photo_xy[0]], y=[photo_xy[1]], mode="markers", name="photo",
                                  marker=dict(symbol="star", size=20, color=PHOTO_COLOR, line=dict(color="#ffffff", width=1.5)),
                                  hovertext=["<b>the photo</b>"], hoverinfo="text"))
+    if disk.get("view"):  # whose places these are (trained or not), for a person
+        fig.add_annotation(text=_esc(disk["view"]) + ("" if has_photo or not disk.get("places") or disk.get("explore")
+                                                      else " · the photo is not drawn: this model's photo "
+                                                           "features do not live in that space"),
+                           xref="paper", yref="paper", x=0.0, y=1.0, xanchor="left", yanchor="top", showarrow=False,
+                           font=dict(size=11, color="#64748b"), align="left")
     fig.update_layout(title=title or None, showlegend=True, height=520, margin=dict(l=10, r=10, t=40 if title else 10, b=10),
                       legend=dict(orientation="h", yanchor="bottom", y=-0.08, x=0.5, xanchor="center"),
                       xaxis=dict(visible=False, range=[-1.05, 1.05]),
@@ -122,29 +128,33 @@ def _esc(s: str) -> str:
 
 def place_disk(engine, table, row: int, max_children: int = 40) -> tuple[dict, list[dict]]:
     """Disk data for the Explore tab: a place, its ancestors and children; and the
-    geodesic distances between the place and each of them."""
+    geodesic distances between the place and each of them. ``engine`` is a Predictor's
+    Engine (its place_view() is drawn) or anything with geometry and level_points."""
     starts = [table.level_slice(lv).start for lv in range(4)]
+    view = engine.place_view() if hasattr(engine, "place_view") else engine
 
     def point(r):
         lv = int(table.level[r])
-        return engine.level_points[lv][r - starts[lv]]
+        return view.level_points[lv][r - starts[lv]]
 
     me = point(row)
     rows = [(r, "path") for r in table.ancestors(row)]
     kids = table.children(row)
     if len(kids) > max_children:  # the nearest children in the model's space
-        d = engine.geometry.sq_dist(me[None].expand(len(kids), -1), torch.stack([point(int(k)) for k in kids]))
+        d = view.geometry.sq_dist(me[None].expand(len(kids), -1), torch.stack([point(int(k)) for k in kids]))
         kids = kids[torch.argsort(d).numpy()[:max_children]]
     rows += [(int(k), "child") for k in kids]
     places, dists = [], []
     for r, role in rows:
         pt = point(r)
-        dist = float(engine.geometry.sq_dist(me, pt).sqrt())
+        dist = float(view.geometry.sq_dist(me, pt).sqrt())
         places.append({"row": r, "level": LEVELS[int(table.level[r])], "key": str(table.key[r]),
                        "name": str(table.name[r]), "role": role if r != row else "path", "point": pt.tolist(),
                        "distance": dist})
         if r != row:
             dists.append({"place": table.display_name(r), "level": LEVELS[int(table.level[r])],
                           "relation": "ancestor" if role == "path" else "child", "hyperbolic distance": round(dist, 3)})
-    disk = {"geometry": engine.geometry.kind, "K": float(engine.geometry.K), "photo": None, "places": places}
+    disk = {"geometry": view.geometry.kind, "K": float(torch.as_tensor(view.geometry.K)), "photo": None,
+            "places": places, "view": getattr(view, "label", ""), "trained": getattr(view, "trained", None),
+            "explore": True}
     return disk, dists

@@ -150,7 +150,7 @@ def test_train_geoclip_command_runs_resumes_and_exports(tmp_path):
 
     run = tmp_path / "run"
     small = ["max_steps=2", "batch_size=64", "val_photos=40", "log_every=2", "place_feature_photos=3000",
-             "embed_dim=16", "hidden_dim=16", "minutes=0"]
+             "embed_dim=16", "hidden_dim=32", "minutes=0"]
     args = [sys.executable, "-m", "hierloc", "train", "--geoclip", "--out", str(run)]
     for s in small:
         args += ["--set", s]

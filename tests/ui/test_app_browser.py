@@ -53,7 +53,7 @@ def browser():
         b.close()
 
 
-def test_upload_a_photo_and_see_path_map_and_disk(app_url, browser, tmp_path):
+def test_upload_a_photo_and_see_path_map_and_disk(app_url, browser, preview, tmp_path):
     page = browser.new_page(viewport={"width": 1280, "height": 800})
     page.goto(app_url)
     page.wait_for_selector("#hl-photo input[type=file]", state="attached", timeout=60_000)
@@ -70,11 +70,14 @@ def test_upload_a_photo_and_see_path_map_and_disk(app_url, browser, tmp_path):
     srcdoc = page.get_attribute("#hl-map iframe", "srcdoc")
     assert f"Country: {country}" in srcdoc
     page.screenshot(path=str(tmp_path / "map.png"), full_page=True)
-    # the disk: plotly drew the photo's point
+    # the disk: plotly drew the answer's places. With the shipped checkpoint they are its
+    # trained places, and the preview's untrained photo feature is not drawn among them
     page.get_by_role("tab", name="Poincare disk").click()
     page.wait_for_selector("#hl-disk .js-plotly-plot .scatterlayer", timeout=30_000)
     legend = page.text_content("#hl-disk .legend")
-    assert "photo" in legend and "city" in legend
+    assert "city" in legend and "country" in legend
+    assert preview.engine.place_view().trained and "photo" not in legend
+    assert "trained HierLoc checkpoint" in page.text_content("#hl-disk .infolayer")
     assert page.locator("#hl-disk .scatterlayer .trace .points path").count() > 5
     page.locator("#hl-disk").screenshot(path=str(tmp_path / "disk.png"))
     assert (tmp_path / "map.png").stat().st_size > 10_000

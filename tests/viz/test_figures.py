@@ -14,7 +14,9 @@ def real():
     """A prediction of the real preview model over the offline hierarchy (real outlines)."""
     from hierloc.infer.predictor import Predictor, preview_engine
 
-    p = Predictor(preview_engine())
+    engine = preview_engine()
+    engine.view = None  # draw the preview's own places, so that its photo is drawn among them
+    p = Predictor(engine)
     pred = p.predict(__import__("pathlib").Path(__file__).parents[1] / "data" / "exif" / "DSCN0010.jpg", top_k=5)
     return p, pred
 

@@ -1,0 +1,91 @@
+"""The disk and Explore draw the shipped checkpoint's places whatever profile answers,
+and the profiles resolve as the README says."""
+
+import numpy as np
+import pytest
+import torch
+
+from hierloc.infer import predictor as P
+from tests.model.test_shipped_checkpoint import SHIPPED
+
+
+def test_resolution_with_the_shipped_geoclip_checkpoint(monkeypatch):
+    import hierloc.hub
+
+    monkeypatch.delenv("HIERLOC_MODEL", raising=False)
+    assert P.geoclip_checkpoint() == SHIPPED
+    assert P.checkpoint_backbone(SHIPPED) == P.GEOCLIP_BACKBONE
+    # offline, without CLIP weights: the labelled preview (the checkpoint cannot read photos)
+    monkeypatch.setattr(hierloc.hub, "hub_reachable", lambda *a, **k: False)
+    monkeypatch.setattr(hierloc.hub, "cached_file", lambda *a, **k: None)
+    r = P.resolve_model(None)
+    assert r.profile == "preview"
+    # with CLIP weights: the profile the benchmark chose; the other stays selectable
+    monkeypatch.setattr(hierloc.hub, "cached_file", lambda *a, **k: "/cache/model.safetensors")
+    r = P.resolve_model(None)
+    assert r.profile == P.DEFAULT_WITH_CLIP and "benchmark" in r.reason
+    other = "zero-shot" if P.DEFAULT_WITH_CLIP == "trained" else "trained"
+    assert P.resolve_model(other).profile == other
+    # asking for the trained checkpoint offline says what it needs
+    monkeypatch.setattr(hierloc.hub, "cached_file", lambda *a, **k: None)
+    with pytest.raises(P.ModelUnavailable, match="CLIP ViT-L/14"):
+        P.load_predictor("trained")
+
+
+@pytest.fixture(scope="module")
+def preview():
+    return P.Predictor(P.preview_engine())
+
+
+def test_preview_disk_and_explore_draw_the_trained_places(preview, data_dir):
+    from hierloc.model.checkpoint import load_checkpoint
+    from hierloc.viz.disk import disk_figure, place_disk
+
+    view = preview.engine.place_view()
+    assert view.trained and view.stats and "hierloc-geoclip" in view.label and view.photo is None
+    model, table, _ = load_checkpoint(SHIPPED)
+    trained_points = model.place_points()
+    pred = preview.predict(data_dir / "exif" / "landscape_1.jpg")
+    assert pred.ok and pred.untrained
+    disk = pred.disk
+    assert disk["photo"] is None and disk["trained"] and disk["view"] == view.label
+    for place in disk["places"]:
+        lv = ["country", "region", "sub-region", "city"].index(place["level"])
+        local = place["row"] - table.level_slice(lv).start
+        assert np.allclose(place["point"], trained_points[lv][local].numpy(), atol=1e-5)
+    fig = disk_figure(disk)
+    assert any("not drawn" in (a.text or "") for a in fig.layout.annotations)
+    # Explore: a country and its regions at the trained positions, regions further out
+    fr = table.get("FR") if table.get("FR") is not None else table.level_slice(0).start
+    explore, dists = place_disk(preview.engine, table, int(fr))
+    assert explore["trained"] and len(dists) > 3
+    me = next(p for p in explore["places"] if p["row"] == int(fr))
+    assert np.allclose(me["point"], trained_points[0][int(fr)].numpy(), atol=1e-5)
+
+
+def test_zero_shot_photo_joins_the_trained_places_through_the_checkpoint_head():
+    """The zero-shot engine's photo point carries GeoCLIP's feature; the view maps it with
+    the checkpoint's head (no CLIP weights needed to check the mapping)."""
+    from hierloc.data.place_features import load_geoclip_location_encoder
+    from hierloc.eval.geoclip_bench import location_unit
+    from hierloc.geo.places import default_places
+    from hierloc.infer import zeroshot as zs
+    from hierloc.model.checkpoint import load_checkpoint
+
+    table = default_places()
+    view = P.trained_view(table, "geoclip")
+    model, _, _ = load_checkpoint(SHIPPED)
+    u = location_unit(load_geoclip_location_encoder(), np.array([48.8566]), np.array([2.3522]))  # Paris
+    z = zs.photo_points(u)
+    with torch.no_grad():
+        assert torch.allclose(view.photo(z), model(u), atol=1e-4)
+        d = model.geometry.sq_dist_matrix(view.photo(z), view.level_points[0])
+    assert str(table.key[table.level_slice(0).start + int(d.argmin())]) == "FR"
+
+
+def test_about_text_quotes_the_geometry_numbers(preview):
+    from hierloc.ui.handlers import geometry_about
+
+    text = geometry_about(preview)
+    stats = preview.engine.place_view().stats
+    assert f"{100 * stats['farther_than_parent']['all']:.0f}%" in text and "trained HierLoc checkpoint" in text

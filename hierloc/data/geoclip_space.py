@@ -66,26 +66,30 @@ def in_split(lat_deg, lon_deg, split: str) -> np.ndarray:
     raise ValueError(f"split must be all, train or test, got {split!r}")
 
 
+def location_pool(where: str, table=None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The points photos are drawn around, and their weights: every city of the offline
+    hierarchy weighted by population (at least 1,000), or GeoCLIP's gallery, uniform."""
+    if where not in SOURCES:
+        raise ValueError(f"unknown photo locations {where!r}: expected one of {SOURCES}")
+    if where == "cities":
+        from hierloc.geo.places import default_places
+
+        table = table or default_places()
+        city = table.level_slice("city")
+        pop = np.nan_to_num(table.population[city], nan=1000.0).clip(min=1000.0)
+        return table.lat_deg[city], table.lon_deg[city], pop
+    from hierloc.infer.zeroshot import gallery_latlon
+
+    g = gallery_latlon()
+    return g[:, 0], g[:, 1], np.ones(len(g))
+
+
 class LocationSource:
     """Where photos are taken: draws jittered locations of one split."""
 
     def __init__(self, where: str = "cities", split: str = "train", table=None, jitter_km: float = 3.0):
-        if where not in SOURCES:
-            raise ValueError(f"unknown photo locations {where!r}: expected one of {SOURCES}")
         self.where, self.split, self.jitter_km = where, split, jitter_km
-        if where == "cities":
-            from hierloc.geo.places import default_places
-
-            table = table or default_places()
-            city = table.level_slice("city")
-            rows = np.arange(city.start, city.stop)
-            lat, lon = table.lat_deg[rows], table.lon_deg[rows]
-            weight = np.nan_to_num(table.population[rows], nan=1000.0).clip(min=1000.0)
-        else:
-            from hierloc.infer.zeroshot import gallery_latlon
-
-            g = gallery_latlon()
-            lat, lon, weight = g[:, 0].astype(np.float64), g[:, 1].astype(np.float64), np.ones(len(g))
+        lat, lon, weight = location_pool(where, table)
         keep = in_split(lat, lon, split)  # the point itself; jittered draws are checked again
         if not keep.any():
             raise ValueError(f"no {where} location falls in the {split} split")
@@ -108,16 +112,10 @@ class LocationSource:
 
 def noisy_features(encoder, lat_deg, lon_deg, levels, noise, rng: np.random.Generator) -> torch.Tensor:
     """Pseudo-photo features (N, 512), photo i at noise ``levels[i]`` x ``noise``."""
-    from hierloc.eval.geoclip_bench import FEATURE_DIM, displace, location_unit
+    from hierloc.eval.geoclip_bench import FEATURE_DIM, displace_some, location_unit
 
-    n = len(lat_deg)
-    levels = np.broadcast_to(np.asarray(levels, dtype=np.float64), (n,))
-    lat, lon = np.array(lat_deg, dtype=np.float64), np.array(lon_deg, dtype=np.float64)
-    moved = rng.random(n) < np.minimum(1.0, noise.share_displaced * levels)
-    k = int(moved.sum())
-    if k:
-        dist = np.exp(np.log(noise.displace_median_km) + noise.displace_sigma * rng.standard_normal(k))
-        lat[moved], lon[moved] = displace(lat[moved], lon[moved], dist, rng.uniform(0, 2 * np.pi, k))
+    levels = np.broadcast_to(np.asarray(levels, dtype=np.float64), (len(lat_deg),))
+    lat, lon = displace_some(lat_deg, lon_deg, np.minimum(1.0, noise.share_displaced * levels), noise, rng)
     w = location_unit(encoder, lat, lon)
     gauss = torch.from_numpy(rng.standard_normal(w.shape).astype(np.float32)) / FEATURE_DIM ** 0.5
     s = torch.as_tensor(noise.isotropic * levels, dtype=torch.float32)[:, None]

@@ -79,27 +79,19 @@ def sample_locations(n: int, where: str = "cities", seed: int = 0, jitter_km: fl
     """(lat_deg, lon_deg) of n photos: 'cities' (population-weighted cities of the
     offline hierarchy) or 'gallery' (GeoCLIP's 100k GPS gallery, uniform), jittered;
     split 'test': only in the cells GeoCLIP-space training holds out."""
+    from hierloc.data.geoclip_space import SOURCES, LocationSource, location_pool
+
     rng = np.random.default_rng(seed)
     if split != "all":
-        from hierloc.data.geoclip_space import LocationSource
-
         return LocationSource(where, split, table, jitter_km).draw(n, rng)
+    if where not in SOURCES:
+        raise ValueError(f"unknown photo locations {where!r}: expected 'cities', 'gallery' or a CSV file")
+    lat, lon, weight = location_pool(where, table)
     if where == "cities":
-        from hierloc.geo.places import default_places
-
-        table = table or default_places()
-        city = table.level_slice("city")
-        rows = np.arange(city.start, city.stop)
-        pop = np.nan_to_num(table.population[rows], nan=1000.0).clip(min=1000.0)
-        pick = rows[rng.choice(len(rows), size=n, p=pop / pop.sum())]
-        return jitter(table.lat_deg[pick], table.lon_deg[pick], jitter_km, rng)
-    if where == "gallery":
-        from hierloc.infer.zeroshot import gallery_latlon
-
-        g = gallery_latlon()
-        pick = rng.choice(len(g), size=n, replace=n > len(g))
-        return jitter(g[pick, 0], g[pick, 1], jitter_km, rng)
-    raise ValueError(f"unknown photo locations {where!r}: expected 'cities', 'gallery' or a CSV file")
+        pick = rng.choice(len(lat), size=n, p=weight / weight.sum())
+    else:
+        pick = rng.choice(len(lat), size=n, replace=n > len(lat))
+    return jitter(lat[pick], lon[pick], jitter_km, rng)
 
 
 def read_locations(path) -> tuple[np.ndarray, np.ndarray]:
@@ -130,6 +122,18 @@ def displace(lat_deg, lon_deg, dist_km, bearing_rad) -> tuple[np.ndarray, np.nda
     return np.degrees(la2), ((np.degrees(lo2) + 180.0) % 360.0) - 180.0
 
 
+def displace_some(lat_deg, lon_deg, share, noise: NoiseModel, rng) -> tuple[np.ndarray, np.ndarray]:
+    """The noise model's structured blur: each point, with probability ``share`` (one value
+    or one per point), moved a log-normal distance in a random direction; copies."""
+    lat, lon = np.array(lat_deg, dtype=np.float64), np.array(lon_deg, dtype=np.float64)
+    moved = rng.random(len(lat)) < share
+    k = int(moved.sum())
+    if k:
+        dist = np.exp(np.log(noise.displace_median_km) + noise.displace_sigma * rng.standard_normal(k))
+        lat[moved], lon[moved] = displace(lat[moved], lon[moved], dist, rng.uniform(0, 2 * np.pi, k))
+    return lat, lon
+
+
 @torch.inference_mode()
 def location_unit(encoder, lat_deg, lon_deg, batch: int = 8192) -> torch.Tensor:
     """Unit GeoCLIP location features: (N,) degrees -> (N, 512)."""
@@ -141,12 +145,7 @@ def location_unit(encoder, lat_deg, lon_deg, batch: int = 8192) -> torch.Tensor:
 def photo_features(encoder, lat_deg, lon_deg, noise: NoiseModel, seed: int = 0) -> torch.Tensor:
     """Pseudo-photo features (N, 512) for photos taken at (lat_deg, lon_deg)."""
     rng = np.random.default_rng(seed)
-    n = len(lat_deg)
-    lat, lon = np.array(lat_deg, dtype=np.float64), np.array(lon_deg, dtype=np.float64)
-    moved = rng.random(n) < noise.share_displaced
-    if moved.any():
-        dist = np.exp(np.log(noise.displace_median_km) + noise.displace_sigma * rng.standard_normal(int(moved.sum())))
-        lat[moved], lon[moved] = displace(lat[moved], lon[moved], dist, rng.uniform(0, 2 * np.pi, int(moved.sum())))
+    lat, lon = displace_some(lat_deg, lon_deg, noise.share_displaced, noise, rng)
     w = location_unit(encoder, lat, lon)
     g = torch.Generator().manual_seed(seed)
     gauss = torch.randn(w.shape, generator=g) / FEATURE_DIM ** 0.5  # (N, 512), norm ~ 1

@@ -300,7 +300,9 @@ class Predictor:
                            "distance": None if photo is None else float(view.geometry.sq_dist(photo, point).sqrt())})
         return {"geometry": view.geometry.kind, "K": float(torch.as_tensor(view.geometry.K).detach()),
                 "photo": None if photo is None else photo.tolist(), "places": places,
-                "view": view.label, "trained": view.trained}
+                "view": view.label, "trained": view.trained,
+                "note": "" if photo is not None else "the photo is not drawn: this model's photo features do not "
+                                                     "live in that space"}
 
 
 # ---------------------------------------------------------------------------------------
@@ -418,12 +420,12 @@ def trained_engine(source: str, device: str = "cpu") -> Engine:
             u = image_path(image_path.preprocess(images).to(device))
             return model(torch.nn.functional.normalize(u.float(), dim=-1))
 
-        view = PlaceView(model.geometry, model.place_points(), f"places: trained HierLoc checkpoint "
+        points = model.place_points()
+        view = PlaceView(model.geometry, points, f"places: trained HierLoc checkpoint "
                          f"{Path(str(source)).name} (GeoCLIP space)", True, photo=lambda z: z,
                          stats=meta.get("geometry_check"))
         return Engine("trained", f"HierLoc checkpoint {Path(str(source)).name} on CLIP ViT-L/14 + GeoCLIP "
-                      f"(trained in GeoCLIP's space)", False, table, model.geometry, model.place_points(), tau,
-                      encode, view=view)
+                      f"(trained in GeoCLIP's space)", False, table, model.geometry, points, tau, encode, view=view)
     try:
         backbone = load_backbone(name, device)
     except BackboneUnavailable as exc:

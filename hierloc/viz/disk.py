@@ -106,10 +106,8 @@ def disk_figure(disk: dict, title: str = ""):
         fig.add_trace(go.Scatter(x=[photo_xy[0]], y=[photo_xy[1]], mode="markers", name="photo",
                                  marker=dict(symbol="star", size=20, color=PHOTO_COLOR, line=dict(color="#ffffff", width=1.5)),
                                  hovertext=["<b>the photo</b>"], hoverinfo="text"))
-    if disk.get("view"):  # whose places these are (trained or not), for a person
-        fig.add_annotation(text=_esc(disk["view"]) + ("" if has_photo or not disk.get("places") or disk.get("explore")
-                                                      else " · the photo is not drawn: this model's photo "
-                                                           "features do not live in that space"),
+    if disk.get("view"):  # whose places these are (trained or not), and why a photo may be missing
+        fig.add_annotation(text=_esc(" · ".join(t for t in (disk["view"], disk.get("note")) if t)),
                            xref="paper", yref="paper", x=0.0, y=1.0, xanchor="left", yanchor="top", showarrow=False,
                            font=dict(size=11, color="#64748b"), align="left")
     fig.update_layout(title=title or None, showlegend=True, height=520, margin=dict(l=10, r=10, t=40 if title else 10, b=10),
@@ -129,9 +127,9 @@ def _esc(s: str) -> str:
 def place_disk(engine, table, row: int, max_children: int = 40) -> tuple[dict, list[dict]]:
     """Disk data for the Explore tab: a place, its ancestors and children; and the
     geodesic distances between the place and each of them. ``engine`` is a Predictor's
-    Engine (its place_view() is drawn) or anything with geometry and level_points."""
+    Engine (its place_view() is drawn)."""
     starts = [table.level_slice(lv).start for lv in range(4)]
-    view = engine.place_view() if hasattr(engine, "place_view") else engine
+    view = engine.place_view()
 
     def point(r):
         lv = int(table.level[r])
@@ -155,6 +153,5 @@ def place_disk(engine, table, row: int, max_children: int = 40) -> tuple[dict, l
             dists.append({"place": table.display_name(r), "level": LEVELS[int(table.level[r])],
                           "relation": "ancestor" if role == "path" else "child", "hyperbolic distance": round(dist, 3)})
     disk = {"geometry": view.geometry.kind, "K": float(torch.as_tensor(view.geometry.K)), "photo": None,
-            "places": places, "view": getattr(view, "label", ""), "trained": getattr(view, "trained", None),
-            "explore": True}
+            "places": places, "view": view.label, "trained": view.trained}
     return disk, dists

@@ -301,6 +301,51 @@ def cmd_download(args) -> int:
 
 
 # ---------------------------------------------------------------------------------------
+# atlas
+# ---------------------------------------------------------------------------------------
+def cmd_atlas_export(args) -> int:
+    import time
+
+    from hierloc.manifold.atlas import build_atlas
+
+    table = _load_places(args.places)
+    out = Path(args.out)
+    if out.suffix.lower() not in (".csv", ".parquet"):
+        raise CommandError(f"--out must end in .csv or .parquet, got {out.name}")
+    t0 = time.perf_counter()
+    atlas = build_atlas(table)
+    frame = atlas.export_frame(table)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    if out.suffix.lower() == ".csv":
+        frame.to_csv(out, index=False, float_format="%.17g")
+    else:
+        frame.to_parquet(out, index=False)
+    print(json.dumps({"out": str(out), "rows": len(frame), "bytes": out.stat().st_size,
+                      "build_seconds": round(atlas.seconds, 3), "seconds": round(time.perf_counter() - t0, 3),
+                      **atlas.meta()}, indent=2))
+    return 0
+
+
+def cmd_atlas_stats(args) -> int:
+    import time
+
+    from hierloc.eval.atlas_stats import atlas_stats
+    from hierloc.manifold.atlas import build_atlas
+
+    table = _load_places(args.places)
+    atlas = build_atlas(table)
+    t0 = time.perf_counter()
+    stats = atlas_stats(atlas, table, triples=args.triples, seed=args.seed)
+    stats = {**atlas.meta(), **stats, "stats_seconds": round(time.perf_counter() - t0, 2)}
+    if args.json:
+        print(json.dumps(stats, indent=2))
+    else:
+        for k, v in stats.items():
+            print(f"{k:>32}: {v}")
+    return 0
+
+
+# ---------------------------------------------------------------------------------------
 # bench
 # ---------------------------------------------------------------------------------------
 def cmd_bench_search(args) -> int:
@@ -421,6 +466,19 @@ def build_parser() -> argparse.ArgumentParser:
     lk.add_argument("--json", action="store_true")
     lk.add_argument("--places", metavar="FILE", help="a place table (default: the shipped one)")
     lk.set_defaults(func=cmd_places_lookup)
+
+    atlas = sub.add_parser("atlas", help="the hyperbolic atlas of every place (the Poincare disk's tree)")
+    asub = atlas.add_subparsers(dest="atlas_command", metavar="ACTION", required=True)
+    ax = asub.add_parser("export", help="one row per place: key, level, parent, tau, phi (curvature -1)")
+    ax.add_argument("--out", required=True, metavar="FILE", help="a .csv or .parquet file")
+    ax.add_argument("--places", metavar="FILE", help="a place table (default: the shipped one)")
+    ax.set_defaults(func=cmd_atlas_export)
+    ast = asub.add_parser("stats", help="is it a tree? measured on every place")
+    ast.add_argument("--json", action="store_true")
+    ast.add_argument("--places", metavar="FILE", help="a place table (default: the shipped one)")
+    ast.add_argument("--triples", type=int, default=20_000, help="sibling triples sampled per level (default 20000)")
+    ast.add_argument("--seed", type=int, default=0)
+    ast.set_defaults(func=cmd_atlas_stats)
 
     tr = sub.add_parser("train", help="train a HierLoc model (GeoSynth or OSV-5M features)")
     tr.add_argument("--config", metavar="FILE", help="a JSON or TOML TrainConfig")

@@ -79,7 +79,10 @@ class SearchResult:
     gps (B, k, 2) degrees, when the decoder places a path finer than its city's centroid;
     probability (B, k), when the decoder gives each path a posterior probability;
     levels ((B, N0), (B, N1)), when the decoder gives its own probability of every country
-    and region (else infer.predictor reads beam search's)."""
+    and region (else infer.predictor reads beam search's);
+    cities ((B, M) local city indices, (B, M) probabilities), when the decoder gives a
+    distribution over more cities than its k paths (the Poincare disk places the photo
+    by it; else by the paths' probabilities)."""
 
     paths: torch.Tensor
     sq_dist: torch.Tensor
@@ -88,6 +91,7 @@ class SearchResult:
     gps: torch.Tensor | None = None
     probability: torch.Tensor | None = None
     levels: tuple | None = None
+    cities: tuple | None = None
 
     @property
     def best(self) -> torch.Tensor:

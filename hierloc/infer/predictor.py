@@ -194,7 +194,7 @@ class Predictor:
             pred = self._to_prediction(res, b, top_k)
             pred.distribution = self._distribution_dict(countries[b], regions[b])
             if with_disk:
-                pred.disk = self.disk_points(z[b], res.paths[b, :top_k])
+                pred.disk = self.disk_points(z[b], res, b, top_k)
             pred.timings_ms = {"encode": round((t1 - t0) * 1000 / len(images), 1),
                                "search": round((t2 - t1) * 1000 / len(images), 2),
                                "answer": round((time.perf_counter() - t3) * 1000, 1)}
@@ -268,9 +268,40 @@ class Predictor:
             return float(res.gps[b, k, 0]), float(res.gps[b, k, 1])
         return float(self.table.lat_deg[city_row]), float(self.table.lon_deg[city_row])
 
-    def disk_points(self, z: torch.Tensor, paths: torch.Tensor, siblings: int = 10) -> dict:
-        """The photo and the places worth drawing: the answer's path, up to ``siblings``
-        siblings per level (nearest to the photo first), and the candidates' places."""
+    @property
+    def atlas(self):
+        """The constructed hyperbolic atlas of this predictor's places (built once)."""
+        from hierloc.manifold.atlas import atlas_for
+
+        return atlas_for(self.table)
+
+    def disk_points(self, z: torch.Tensor, res, b: int, top_k: int) -> dict:
+        """What the Poincare disk draws for answer b of a search: "atlas", the photo placed
+        in the atlas by the answer's own distribution over cities (the decoder's city
+        masses when it gives them, else the probabilities of its paths), with the path and
+        the candidates; "learned", the photo and places in the learned geometry."""
+        from hierloc.viz.atlas_view import BEAM_BASIS, place_photo
+
+        t = self.table
+        path = [self._row(lv, res.paths[b, 0, lv]) for lv in range(4)]
+        if res.cities is not None:
+            cities = res.cities[0][b].numpy() + self._starts[3]
+            probs = res.cities[1][b].double().numpy()
+        else:
+            ok = res.paths[b, :, 3] >= 0
+            cities = res.paths[b, ok, 3].numpy() + self._starts[3]
+            probs = (res.probability[b] if res.probability is not None
+                     else torch.softmax(res.score[b].double() / self.engine.tau, 0))[ok].double().numpy()
+        cand = [self._row(3, c) for c in res.paths[b, :top_k, 3].tolist() if c >= 0]
+        photo = place_photo(self.atlas, t, path, cities, probs, basis="" if res.cities is not None else BEAM_BASIS)
+        atlas = {**photo.to_dict(t), "path": [str(t.key[r]) for r in path], "candidates": [str(t.key[r]) for r in cand],
+                 "table_hash": t.content_hash()}
+        return {"atlas": atlas, "learned": self.learned_disk(z, res.paths[b, :top_k])}
+
+    def learned_disk(self, z: torch.Tensor, paths: torch.Tensor, siblings: int = 10) -> dict:
+        """The photo and the places worth drawing in the learned geometry (the shipped
+        checkpoint's, see PlaceView): the answer's path, up to ``siblings`` siblings per
+        level (nearest to the photo first), and the candidates' places."""
         t = self.table
         view = self.engine.place_view()
         photo = view.photo(z[None])[0] if view.photo is not None else None

@@ -145,6 +145,8 @@ while the city's own point alone ignores the gallery's evidence under noise (-8.
 on gallery locations). Measured on the GeoCLIP-space benchmark: 30 is within a point of
 the best baseline on both kinds of photo locations; 1 and infinity are not."""
 GALLERY_FILE = "gps_gallery/coordinates_100K.csv"
+CITY_DISTRIBUTION = 256
+"""The cities of largest posterior mass handed back with each answer (for the disk)."""
 
 
 def gallery_latlon() -> np.ndarray:
@@ -278,7 +280,8 @@ class TreePosterior:
         parts = [self._search(u[i:i + chunk], k) for i in range(0, u.shape[0], chunk)]
         return SearchResult(*(torch.cat([getattr(p, f) for p in parts]) for f in
                               ("paths", "sq_dist", "score", "confidence", "gps", "probability")),
-                            levels=tuple(torch.cat([p.levels[i] for p in parts]) for i in range(2)))
+                            levels=tuple(torch.cat([p.levels[i] for p in parts]) for i in range(2)),
+                            cities=tuple(torch.cat([p.cities[i] for p in parts]) for i in range(2)))
 
     def _search(self, u: torch.Tensor, k: int):
         from hierloc.infer.beam import SearchResult
@@ -309,7 +312,9 @@ class TreePosterior:
         gps = self.support_latlon[self._best_support(logits, cities)]  # (B, kk, 2)
         conf = torch.stack([mass[lv].gather(1, answer[:, lv:lv + 1]).squeeze(1).exp() for lv in range(4)], 1)
         sq = torch.stack([-mass[lv].gather(1, paths[:, :, lv]) for lv in range(4)], -1)  # (B, kk, 4)
-        return SearchResult(paths, sq, log_p, conf, gps, log_p.exp(), (mass[0].double().exp(), mass[1].double().exp()))
+        top_mass, top_city = torch.topk(mass[3], min(CITY_DISTRIBUTION, self.sizes[3]), dim=1)  # (B, M)
+        return SearchResult(paths, sq, log_p, conf, gps, log_p.exp(), (mass[0].double().exp(), mass[1].double().exp()),
+                            (top_city, top_mass.double().exp()))
 
     def _best_support(self, logits: torch.Tensor, cities: torch.Tensor) -> torch.Tensor:
         """The support point of largest logit inside each city: (B, S), (B, kk) -> (B, kk)."""

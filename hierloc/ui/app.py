@@ -34,7 +34,54 @@ CSS = """
 .hl-path-inline {font-size:1.2rem; font-weight:700}
 #explore-click {display:none !important}
 .hl-note {font-size:.85rem; opacity:.8}
+.hl-flag {height:1em; width:auto; vertical-align:-0.1em; border-radius:2px; box-shadow:0 0 0 1px rgba(0,0,0,.15)}
+#hl-distances table {table-layout:auto}
 """
+
+ATLAS_CSS = """
+.hl-atlas {display:flex; flex-direction:column; gap:6px}
+.hl-atlas-bar {display:flex; gap:8px; align-items:center; flex-wrap:wrap; font-size:.9rem; min-height:28px}
+.hl-atlas-back {padding:2px 10px; border-radius:6px; border:1px solid var(--border-color-primary, #cbd5e1);
+  background:var(--button-secondary-background-fill, #f1f5f9); color:var(--body-text-color, #111); cursor:pointer}
+.hl-atlas-back:disabled {opacity:.4; cursor:default}
+.hl-crumb {text-decoration:none; font-weight:600}
+.hl-crumb-sep {opacity:.6}
+.hl-atlas-depth {font-weight:700; min-height:1.2em}
+.hl-atlas-stage {position:relative; width:100%; max-width:600px; margin:0 auto}
+.hl-atlas-svg {width:100%; height:auto; display:block; overflow:visible}
+.hl-atlas-rim {fill:rgba(148,163,184,.08); stroke:#94a3b8; stroke-width:.006}
+.hl-atlas-edge {fill:none; stroke-width:.004; opacity:.4}
+.hl-atlas-arc {fill:none; stroke-width:.008; opacity:.85}
+.hl-atlas-arc.hl-cand {stroke-dasharray:.02 .015; opacity:.55; stroke-width:.005}
+.hl-atlas-pt {stroke:#ffffff; stroke-width:.003; cursor:pointer}
+.hl-atlas-pt:hover {stroke:#0f172a; stroke-width:.008}
+.hl-role-sibling, .hl-role-grandchild {opacity:.55}
+.hl-atlas-label {font-size:.036px; fill:var(--body-text-color, #111); paint-order:stroke;
+  stroke:var(--background-fill-primary, #fff); stroke-width:.009px; pointer-events:none}
+.hl-focus-label {font-weight:700; font-size:.048px}
+.hl-atlas-photo {fill:#a21caf; stroke:#ffffff; stroke-width:.006; pointer-events:none}
+.hl-atlas-tip {position:absolute; pointer-events:none; background:var(--background-fill-primary, #fff);
+  color:var(--body-text-color, #111); border:1px solid var(--border-color-primary, #cbd5e1); padding:6px 8px;
+  border-radius:6px; font-size:.8rem; max-width:280px; box-shadow:0 2px 8px rgba(0,0,0,.15); z-index:5}
+.hl-tip-level {opacity:.7}
+.hl-atlas-caption {font-size:.85rem; opacity:.85}
+"""
+
+ATLAS_CAPTION = (
+    "**How to read the disk.** Every place of the hierarchy is a point of the hyperbolic plane, laid out as a "
+    "tree: this picture is the embedding itself, nothing is projected. The Earth's point is the root; each place "
+    "sits beyond its parent, with its children fanned out around it in their order on the map, north up. The "
+    "rim is infinitely far away, so equal sizes and distances shrink toward it. **The star is the photo**: the "
+    "weighted median of the cities its answer gives probability to. The middle of far-apart places lies near "
+    "their common ancestor, so the star's depth is the answer's certainty: beside its city when that city holds "
+    "more than half of the probability, by its region when only the region does, near the centre when not even "
+    "a country does. Curves are geodesics (shortest paths). Hover a dot for its true hyperbolic distance from "
+    "the centre and from the photo; click one to bring it to the centre.")
+
+EXPLORE_INTRO = (
+    "No photo needed. The disk is the **atlas**: every one of the hierarchy's places in the hyperbolic plane, laid "
+    "out as a tree around the Earth's point. Click a place to bring it to the centre: its children fan out "
+    "around it and the rest of the world shrinks toward the rim. Or find a place by name, or click the map.")
 
 HEAD = """
 <script>
@@ -84,6 +131,21 @@ def _photo_component(gr):
             return str(payload.path) if payload.path else None
 
     return _PhotoInput
+
+
+def atlas_disk(gr, session: H.Session, elem_id: str, value: dict | None = None):
+    """The atlas disk widget: gr.HTML drawn by atlas_disk.js, re-centred on a click by the
+    server function atlas_refocus (every view computed exactly here)."""
+    from pathlib import Path
+
+    def atlas_refocus(args, *_):
+        state, key = (list(args) + [None, None])[:2] if isinstance(args, (list, tuple)) else (args, None)
+        return H.atlas_refocus(session, state, key)
+
+    js = (Path(__file__).parent / "atlas_disk.js").read_text()
+    return gr.HTML(value=value or H.atlas_message(""), html_template='<div class="hl-atlas-host"></div>',
+                   css_template=ATLAS_CSS, js_on_load=js, server_functions=[atlas_refocus], elem_id=elem_id,
+                   apply_default_css=False)
 
 
 def default_session() -> H.Session:
@@ -150,10 +212,15 @@ def build_demo(session: H.Session | None = None):
                         with gr.Tab("Map"):
                             map_html = gr.HTML(H.empty_map_html(), elem_id="hl-map")
                         with gr.Tab("Poincare disk"):
-                            disk = gr.Plot(label="Poincare disk", elem_id="hl-disk")
                             from hierloc.viz.disk import CAPTION
 
-                            gr.Markdown(CAPTION, elem_classes=["hl-note"])
+                            disk_mode = gr.Radio(H.DISK_MODES, value="atlas", show_label=False, elem_id="hl-disk-mode")
+                            disk = atlas_disk(gr, session, "hl-disk", H.atlas_message(
+                                "The photo and its places appear here after a photo is located."))
+                            disk_note = gr.Markdown(ATLAS_CAPTION, elem_classes=["hl-note"])
+                            learned = gr.Plot(label="Learned geometry", elem_id="hl-disk-learned", visible=False)
+                            learned_note = gr.Markdown(CAPTION, elem_classes=["hl-note"], visible=False)
+                            learned_state = gr.State(None)
                         with gr.Tab("Candidates"):
                             table = gr.Dataframe(H.candidates_frame_empty(), label="Top paths", interactive=False,
                                                  elem_id="hl-candidates")
@@ -177,25 +244,38 @@ def build_demo(session: H.Session | None = None):
                     many_table = gr.Dataframe(headers=H.BATCH_COLUMNS, label="One row per file", interactive=False,
                                               elem_id="hl-many-table")
         with gr.Tab("Explore the hierarchy"):
-            gr.Markdown("No photo needed: find a place by name, or click the map, to see it, its ancestors and its "
-                        "children in the Poincare disk, with the hyperbolic distances between them.")
+            gr.Markdown(EXPLORE_INTRO)
+            start_view = H.explore_view(session, None)
+            start_info, start_map, start_dist, start_why, _ = H.explore_panels(session, start_view)
             with gr.Row():
                 with gr.Column(scale=4, min_width=300):
                     query = gr.Textbox(label="Search a place", placeholder="e.g. Paris, Kyoto, Utah", elem_id="hl-search")
                     choice = gr.Dropdown([], label="Matches", interactive=True, elem_id="hl-matches")
-                    place_info = gr.HTML(H.result_html_message("Search for a place, or click the map."))
-                    distances = gr.Dataframe(label="Hyperbolic distances", interactive=False)
+                    place_info = gr.HTML(start_info, elem_id="hl-place-info")
+                    why = gr.Markdown(start_why, elem_id="hl-why", elem_classes=["hl-note"])
                     clicked = gr.Textbox(elem_id="explore-click", show_label=False, container=False)
                 with gr.Column(scale=8, min_width=360):
-                    explore_map = gr.HTML(H.empty_map_html("Pick a place to see it here."))
-                    explore_disk = gr.Plot(label="Poincare disk")
+                    explore_mode = gr.Radio(H.DISK_MODES, value="atlas", show_label=False, elem_id="hl-explore-mode")
+                    explore_disk = atlas_disk(gr, session, "hl-explore-disk", start_view)
+                    explore_learned = gr.Plot(label="Learned geometry", visible=False, elem_id="hl-explore-learned")
+                    explore_map = gr.HTML(start_map, elem_id="hl-explore-map")
+                    distances = gr.Dataframe(start_dist, label="Hyperbolic distances in the atlas", interactive=False,
+                                             wrap=True, elem_id="hl-distances", max_height=360)
 
         locate = functools.partial(H.locate, session)
-        outputs = [result, map_html, disk, table, answer]
-        go.click(locate, [photo, beam, top_k, use_exif, profile], outputs, api_name="locate")
+        outputs = [result, map_html, disk, learned, table, answer, learned_state]
+        inputs = [photo, beam, top_k, use_exif, profile, disk_mode]
+        go.click(locate, inputs, outputs, api_name="locate")
         # any new photo (upload, paste, webcam, example) is located at once; clearing resets
-        photo.change(locate, [photo, beam, top_k, use_exif, profile], outputs, api_visibility="private",
-                     trigger_mode="always_last")
+        photo.change(locate, inputs, outputs, api_visibility="private", trigger_mode="always_last")
+
+        def switch_disk(mode, data):
+            on = mode == "learned"
+            return (gr.update(visible=not on), gr.update(visible=not on),
+                    gr.update(visible=on, value=H.learned_figure(data) if on else None), gr.update(visible=on))
+
+        disk_mode.change(switch_disk, [disk_mode, learned_state], [disk, disk_note, learned, learned_note],
+                         api_visibility="private")
         api_btn = gr.Button(visible=False)
         api_out = gr.JSON(visible=False)
         api_btn.click(functools.partial(H.predict_api, session), [photo, beam, top_k, use_exif, profile], api_out,
@@ -213,9 +293,22 @@ def build_demo(session: H.Session | None = None):
 
         query.submit(search, query, choice, api_name="search_places")
         query.change(search, query, choice, api_visibility="private", trigger_mode="always_last")
-        explore_outputs = [place_info, explore_disk, explore_map, distances]
-        choice.change(functools.partial(H.explore, session), choice, explore_outputs, api_name="explore")
-        clicked.change(functools.partial(H.explore_click, session), clicked, explore_outputs, api_name="explore_click")
+        # every way of picking a place re-centres the disk; the disk's change fills the rest
+        choice.change(functools.partial(H.explore_view, session), [choice, explore_disk], explore_disk,
+                      api_name="explore")
+        clicked.change(functools.partial(H.explore_click, session), [clicked, explore_disk], explore_disk,
+                       api_name="explore_click")
+        explore_outputs = [place_info, explore_map, distances, why, explore_learned]
+        explore_disk.change(functools.partial(H.explore_panels, session), [explore_disk, explore_mode],
+                            explore_outputs, api_visibility="private", trigger_mode="always_last")
+
+        def switch_explore(mode, view):
+            on = mode == "learned"
+            *_, fig = H.explore_panels(session, view, mode)
+            return gr.update(visible=not on), gr.update(visible=on, value=fig)
+
+        explore_mode.change(switch_explore, [explore_mode, explore_disk], [explore_disk, explore_learned],
+                            api_visibility="private")
     return demo
 
 

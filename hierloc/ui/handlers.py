@@ -125,7 +125,7 @@ def result_html(pred, truth: Example | None = None, truth_gps=None) -> str:
     parts = []
     for place in pred.path:
         name = place["name"] or f"(no {place['level']} name)"
-        flag = f"{pred.flag} " if place["level"] == "country" and pred.flag else ""
+        flag = flag_html(pred.country_code, name) if place["level"] == "country" else ""
         parts.append(f'<div class="hl-step"><span class="hl-level" style="color:{LEVEL_COLORS[place["level"]]}">'
                      f'{place["level"]}</span><span class="hl-name">{flag}{html.escape(name)}</span>'
                      f'{_bar(place["confidence"], LEVEL_COLORS[place["level"]])}</div>')
@@ -149,6 +149,28 @@ def result_html(pred, truth: Example | None = None, truth_gps=None) -> str:
             f'</div>{extra}</div>')
 
 
+_FLAGS: dict = {}
+
+
+def flag_html(cc: str | None, country: str = "") -> str:
+    """The country's flag as an image (shipped SVG, inlined), '' when there is none. An
+    image, not an emoji: flag emoji show as two empty boxes without a colour emoji font."""
+    import base64
+
+    from hierloc.paths import ASSETS_DIR
+
+    code = (cc or "").lower()
+    if not (len(code) == 2 and code.isalpha()):
+        return ""
+    if code not in _FLAGS:
+        f = ASSETS_DIR / "flags" / f"{code}.svg"
+        _FLAGS[code] = base64.b64encode(f.read_bytes()).decode() if f.exists() else ""
+    if not _FLAGS[code]:
+        return ""
+    return (f'<img class="hl-flag" src="data:image/svg+xml;base64,{_FLAGS[code]}" '
+            f'alt="flag of {html.escape(country or cc)}" width="32" height="24"> ')
+
+
 def candidates_frame(pred) -> pd.DataFrame:
     rows = []
     for c in pred.candidates if pred.ok else []:
@@ -164,14 +186,16 @@ def empty_map_html(message: str = "The map appears here after a photo is located
 # ---------------------------------------------------------------------------------------
 # handlers
 # ---------------------------------------------------------------------------------------
-def locate(session: Session, image_path: str | None, beam: int, top_k: int, use_exif: bool, profile: str | None):
-    """-> (result html, map html, disk figure, candidates frame, prediction dict)."""
-    from hierloc.viz.disk import disk_figure
+def locate(session: Session, image_path: str | None, beam: int, top_k: int, use_exif: bool, profile: str | None,
+           disk_mode: str = "atlas"):
+    """-> (result html, map html, atlas disk view, learned-geometry figure (only when
+    disk_mode is "learned"), candidates frame, prediction dict, learned disk data)."""
     from hierloc.viz.map import prediction_map, to_iframe
 
     if not image_path:
         return (result_html_message("Drop a photo, or pick an example, to see where it was taken."),
-                empty_map_html(), None, candidates_frame_empty(), {})
+                empty_map_html(), atlas_message("The photo and its places appear here after a photo is located."),
+                None, candidates_frame_empty(), {}, None)
     try:
         predictor = session.predictor(profile)
         example = session.examples.get(Path(image_path).name)
@@ -180,14 +204,18 @@ def locate(session: Session, image_path: str | None, beam: int, top_k: int, use_
     finally:
         _forget_upload(image_path, session)
     if not pred.ok:
-        return result_html(pred), empty_map_html("No map: the photo could not be read."), None, candidates_frame_empty(), pred.to_dict()
+        return (result_html(pred), empty_map_html("No map: the photo could not be read."),
+                atlas_message("No disk: the photo could not be read."), None, candidates_frame_empty(),
+                pred.to_dict(), None)
     truth_gps = (pred.exif_latitude, pred.exif_longitude) if use_exif and pred.exif_latitude is not None else None
     truth = example
     table = predictor.table
     t0 = time.perf_counter()
     m = prediction_map(pred, table, truth=(truth.latitude, truth.longitude) if truth else truth_gps)
     map_html = to_iframe(m)
-    fig = disk_figure(pred.disk)
+    view = answer_view(predictor, pred.disk["atlas"])
+    learned = pred.disk["learned"]
+    fig = learned_figure(learned) if disk_mode == "learned" else None
     pred.timings_ms["figures"] = round((time.perf_counter() - t0) * 1000, 1)
     pred.timings_ms["total"] = round(pred.timings_ms.get("total", 0.0) + pred.timings_ms["figures"], 1)
     out = pred.to_dict()
@@ -196,7 +224,87 @@ def locate(session: Session, image_path: str | None, beam: int, top_k: int, use_
 
         out["example_truth"] = {"latitude": truth.latitude, "longitude": truth.longitude, "label": truth.label,
                                 "error_km": float(haversine_km(pred.latitude, pred.longitude, truth.latitude, truth.longitude))}
-    return result_html(pred, truth, truth_gps), map_html, fig, candidates_frame(pred), out
+    return result_html(pred, truth, truth_gps), map_html, view, fig, candidates_frame(pred), out, learned
+
+
+# ---------------------------------------------------------------------------------------
+# the Poincare disk: the atlas (default) and the learned geometry
+# ---------------------------------------------------------------------------------------
+DISK_MODES = [("Atlas: every place, laid out exactly as a tree", "atlas"),
+              ("Learned: the places as the HierLoc checkpoint learned them", "learned")]
+
+
+def atlas_message(text: str) -> dict:
+    return {"kind": "atlas", "message": text}
+
+
+def learned_figure(learned: dict | None, title: str = ""):
+    from hierloc.viz.disk import disk_figure
+
+    return disk_figure(learned, title) if learned else None
+
+
+def answer_focus(table, placement: dict) -> int:
+    """Which place a photo's disk opens on: the parent of the deepest place holding more
+    than half of the answer's probability, so that the photo is seen among that place and
+    its siblings; the country itself when only the country does; the Earth's point when
+    not even a country does."""
+    depth = int(placement.get("depth", -1))
+    if depth < 0:
+        return -1
+    row = table.get(str(placement["path"][depth]))
+    if row is None:
+        return -1
+    return row if depth == 0 else int(table.parent[row])
+
+
+def answer_view(predictor, placement: dict, focus: int | None = None, prev: dict | None = None) -> dict:
+    """The atlas view of an answer (Prediction.disk["atlas"])."""
+    from hierloc.viz.atlas_view import focus_view, photo_from_dict
+
+    table, atlas = predictor.table, predictor.atlas
+    photo = photo_from_dict(atlas, table, placement)
+    if photo is None:
+        return atlas_message("This answer gives no city a probability: there is no photo to place.")
+    cands = [r for r in (table.get(k) for k in placement.get("candidates", [])) if r is not None]
+    view = focus_view(atlas, table, answer_focus(table, placement) if focus is None else focus, photo, cands, prev)
+    view["state"]["table"] = table.content_hash()
+    return view
+
+
+def _predictor_for_table(session: Session, table_hash: str | None):
+    for p in list(session.predictors.values()):
+        if p.table.content_hash() == table_hash:
+            return p
+    return session.predictor()
+
+
+def atlas_refocus(session: Session, state_json, key):
+    """The disk's click: the same view (photo and all), re-centred on ``key``. The state
+    comes back from the page, so everything in it is checked; the photo's point is
+    recomputed from its cities, never read."""
+    import json
+
+    from hierloc.viz.atlas_view import EARTH_KEY, focus_view, photo_from_dict
+
+    try:
+        state = json.loads(state_json) if isinstance(state_json, str) else dict(state_json or {})
+        if not isinstance(state, dict):
+            raise ValueError
+    except (TypeError, ValueError):
+        state = {}
+    predictor = _predictor_for_table(session, state.get("table"))
+    table, atlas = predictor.table, predictor.atlas
+    row = -1 if key in (None, "", EARTH_KEY) else table.get(str(key))
+    if row is None:
+        return None
+    photo = photo_from_dict(atlas, table, state.get("photo"))
+    cands = []
+    if photo is not None:
+        cands = [r for r in (table.get(str(k)) for k in list(state["photo"].get("candidates", []))[:20]) if r is not None]
+    view = focus_view(atlas, table, row, photo, cands, prev=state)
+    view["state"]["table"] = table.content_hash()
+    return view
 
 
 def predict_api(session: Session, image_path: str | None, beam: int = 10, top_k: int = 5, use_exif: bool = True,
@@ -244,40 +352,105 @@ def _lower_names(table) -> np.ndarray:
     return _NAMES_CACHE[id(table)]
 
 
-def explore(session: Session, key: str | None):
-    """-> (place html, disk figure, map html, distances frame)."""
-    from hierloc.viz.disk import disk_figure, place_disk
+DISTANCE_COLUMNS = ["place", "level", "relation", "distance"]
+
+
+def explore_view(session: Session, key: str | None, current: dict | None = None) -> dict:
+    """The Explore disk re-centred on a place (``key``; None or "earth": the Earth's point),
+    moving from the view on screen (``current``) when there is one."""
+    from hierloc.viz.atlas_view import EARTH_KEY, focus_view
+
+    predictor = session.predictor()
+    table, atlas = predictor.table, predictor.atlas
+    row = -1 if key in (None, "", EARTH_KEY) else table.get(str(key))
+    if row is None:
+        return current if isinstance(current, dict) and current.get("points") else focus_view(atlas, table, -1)
+    prev = current.get("state") if isinstance(current, dict) else None
+    view = focus_view(atlas, table, row, prev=prev if prev and prev.get("focus") != view_key(table, row) else None)
+    view["state"]["table"] = table.content_hash()
+    return view
+
+
+def view_key(table, row: int) -> str:
+    from hierloc.viz.atlas_view import EARTH_KEY
+
+    return EARTH_KEY if row < 0 else str(table.key[row])
+
+
+def explore_panels(session: Session, view: dict | None, disk_mode: str = "atlas"):
+    """Everything beside the Explore disk, for the place it is centred on -> (place html,
+    map html, distances frame, why-hyperbolic markdown, learned-geometry figure or None)."""
+    from hierloc.viz.atlas_view import EARTH_KEY, teaching_numbers, teaching_text
     from hierloc.viz.map import place_map, to_iframe
 
     predictor = session.predictor()
-    table = predictor.table
-    row = table.get(key) if key else None
+    table, atlas = predictor.table, predictor.atlas
+    key = view.get("focus") if isinstance(view, dict) else None
+    row = -1 if key in (None, EARTH_KEY) else table.get(str(key))
     if row is None:
-        return (result_html_message("Search for a place, or click the map, to see it in the disk."), None,
-                empty_map_html("Pick a place to see it here."), pd.DataFrame())
-    disk, dists = place_disk(predictor.engine, table, row)
-    fig = disk_figure(disk, title=table.display_name(row))
-    m = place_map(table, row, children=list(table.children(row)))
-    path = " &rsaquo; ".join(f'<span style="color:{LEVEL_COLORS[LEVELS[int(table.level[r])]]}">{html.escape(table.display_name(r))}</span>'
-                             for r in table.ancestors(row))
-    info = (f'<div class="hl-result"><div class="hl-path-inline">{path}</div><div class="hl-coords">'
-            f'{LEVELS[int(table.level[row])]} &middot; {len(table.children(row))} children &middot; centroid '
+        return (result_html_message("Search for a place, click the map, or click a place in the disk."),
+                empty_map_html("Pick a place to see it here."), pd.DataFrame(columns=DISTANCE_COLUMNS), "", None)
+    kids = table.children(row) if row >= 0 else np.arange(table.level_slice(0).start, table.level_slice(0).stop)
+    m = place_map(table, row, children=list(kids))
+    info = _place_info(table, row, len(kids))
+    nums = teaching_numbers(atlas, table, row)
+    fig = None
+    if disk_mode == "learned" and row >= 0:
+        from hierloc.viz.disk import disk_figure, place_disk
+
+        disk, _ = place_disk(predictor.engine, table, row)
+        fig = disk_figure(disk, title=table.display_name(row))
+    return info, to_iframe(m, height=420), _distances(atlas, table, row, kids), teaching_text(nums), fig
+
+
+def _place_info(table, row: int, n_kids: int) -> str:
+    from hierloc.viz.atlas_view import PLURAL
+
+    if row < 0:
+        return (f'<div class="hl-result"><div class="hl-path-inline">The Earth</div><div class="hl-coords">'
+                f'the root of the hierarchy &middot; {n_kids} countries</div></div>')
+    path = " &rsaquo; ".join(
+        f'<span style="color:{LEVEL_COLORS[LEVELS[int(table.level[r])]]}">'
+        f'{flag_html(str(table.country_code[r]), table.display_name(r)) if table.level[r] == 0 else ""}'
+        f'{html.escape(table.display_name(r))}</span>' for r in table.ancestors(row))
+    level = LEVELS[int(table.level[row])]
+    below = PLURAL[LEVELS[int(table.level[row]) + 1]] if row >= 0 and table.level[row] < 3 else "children"
+    return (f'<div class="hl-result"><div class="hl-path-inline">{path}</div><div class="hl-coords">'
+            f'{level} &middot; {n_kids} {below if n_kids != 1 else "child"} &middot; centroid '
             f'{table.lat_deg[row]:.3f}, {table.lon_deg[row]:.3f}</div></div>')
-    return info, fig, to_iframe(m, height=420), pd.DataFrame(dists)
 
 
-def explore_click(session: Session, text: str):
-    """A map click 'lat,lon' -> the city there (polygon lookup) -> explore()."""
+def _distances(atlas, table, row: int, kids, max_children: int = 40) -> pd.DataFrame:
+    """Exact atlas distances from the place to its ancestors (the Earth's point included)
+    and to its children (the nearest ``max_children``)."""
+    from hierloc.viz.atlas_view import PLURAL  # noqa: F401 (names)
+
+    rows = []
+    if row >= 0:
+        rows.append(["the Earth", "earth", "ancestor", round(float(atlas.rho[row]), 3)])
+        for r in table.ancestors(row)[:-1]:
+            rows.append([table.display_name(r), LEVELS[int(table.level[r])], "ancestor",
+                         round(float(atlas.dist(row, r)), 3)])
+    kids = np.asarray(kids, dtype=np.int64)
+    if len(kids):
+        d = atlas.dist(np.full(len(kids), row), kids) if row >= 0 else atlas.rho[kids]
+        for i in np.argsort(d, kind="stable")[:max_children]:
+            rows.append([table.display_name(int(kids[i])), LEVELS[int(table.level[kids[i]])], "child", round(float(d[i]), 3)])
+    return pd.DataFrame(rows, columns=DISTANCE_COLUMNS)
+
+
+def explore_click(session: Session, text: str, current: dict | None = None):
+    """A map click 'lat,lon' -> the city there (polygon lookup) -> its view."""
     try:
         lat, lon = (float(v) for v in (text or "").split(","))
     except ValueError:
-        return explore(session, None)
+        return current
     table = session.predictor().table
     try:
         row = int(_geocoder(table).lookup([lat], [lon])[0])
     except ValueError:
-        return explore(session, None)
-    return explore(session, str(table.key[row]))
+        return current
+    return explore_view(session, str(table.key[row]), current)
 
 
 _GEOCODERS: dict = {}

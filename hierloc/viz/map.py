@@ -302,13 +302,17 @@ def batch_map(preds: list, table, truths: list | None = None):
 
 
 def place_map(table, row: int, children: list[int] = ()):
-    """The Explore tab's map: a place's outline (or marker), its children as dots; clicks
-    on the map are posted to the page so that the app can look the point up."""
+    """The Explore tab's map: a place's outline (or marker), its children as dots (row -1:
+    the whole world); clicks on the map are posted to the page so that the app can look
+    the point up."""
     import folium
 
-    m = _new_map(location=[float(table.lat_deg[row]), float(table.lon_deg[row])], zoom_start=5)
+    if row < 0:  # the whole Earth: the world and every country's centre
+        m = _new_map(location=[20.0, 0.0], zoom_start=2)
+    else:
+        m = _new_map(location=[float(table.lat_deg[row]), float(table.lon_deg[row])], zoom_start=5)
     add_world(m, table)
-    rows = {LEVELS[int(table.level[r])]: r for r in table.ancestors(row)}
+    rows = {LEVELS[int(table.level[r])]: r for r in table.ancestors(row)} if row >= 0 else {}
     bounds = None
     for level, r, o in outline_layers(table, rows):
         name = table.display_name(r) + (" (approximate outline)" if o.approximate else "")
@@ -323,9 +327,10 @@ def place_map(table, row: int, children: list[int] = ()):
         lv = LEVELS[int(table.level[c])]
         folium.CircleMarker([float(table.lat_deg[c]), float(table.lon_deg[c])], radius=3, color=LEVEL_COLORS[lv],
                             fill=True, fill_opacity=0.8, tooltip=html.escape(table.display_name(c))).add_to(m)
-    folium.CircleMarker([float(table.lat_deg[row]), float(table.lon_deg[row])], radius=7, color="#ffffff", weight=2,
-                        fill=True, fill_color=LEVEL_COLORS[LEVELS[int(table.level[row])]], fill_opacity=1,
-                        tooltip=html.escape(table.display_name(row))).add_to(m)
+    if row >= 0:
+        folium.CircleMarker([float(table.lat_deg[row]), float(table.lon_deg[row])], radius=7, color="#ffffff",
+                            weight=2, fill=True, fill_color=LEVEL_COLORS[LEVELS[int(table.level[row])]], fill_opacity=1,
+                            tooltip=html.escape(table.display_name(row))).add_to(m)
     if bounds:
         m.fit_bounds(bounds)
     click_js = ("<script>document.addEventListener('DOMContentLoaded',function(){setTimeout(function(){"

@@ -29,8 +29,13 @@ def test_preview_answers_and_says_it_is_untrained(preview, data_dir):
     assert all(t.parent[rows[i]] == rows[i - 1] for i in range(1, 4))
     # the disk holds the path's places, drawn where the shipped checkpoint puts them; the
     # preview's untrained photo feature does not live there, so the photo is not drawn
-    assert pred.disk["photo"] is None and pred.disk["trained"]
-    assert {p["role"] for p in pred.disk["places"]} >= {"path", "sibling"}
+    learned = pred.disk["learned"]
+    assert learned["photo"] is None and learned["trained"]
+    assert {p["role"] for p in learned["places"]} >= {"path", "sibling"}
+    # ... and the atlas places the photo by the answer's own distribution (its beam paths)
+    atlas = pred.disk["atlas"]
+    assert atlas["path"] == [p["key"] for p in pred.path] and "beam-search paths" in atlas["basis"]
+    assert abs(sum(w for _, w in atlas["cities"]) - 1) < 1e-4
     assert all(0 < p["confidence"] <= 1 for p in pred.path)
 
 
@@ -178,7 +183,10 @@ def test_an_engine_with_its_own_search_answers_through_it(data_dir):
     probs = [c["probability"] for c in pred.candidates]
     assert len(probs) == 3 and probs == sorted(probs, reverse=True) and 0 < sum(probs) <= 1 + 1e-6
     assert np.isclose(pred.path[3]["confidence"], probs[0], atol=1e-4)
-    assert pred.disk["places"]
+    assert pred.disk["learned"]["places"]
+    # the disk places the photo by the tree posterior's own city masses, not the paths'
+    atlas = pred.disk["atlas"]
+    assert atlas["basis"] == "" and atlas["cities"][0][0] == table.key[city_row]
 
 
 def test_predict_many_batches_the_encoder_and_keeps_bad_files(preview, data_dir, tmp_path, monkeypatch):

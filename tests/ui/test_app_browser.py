@@ -70,18 +70,119 @@ def test_upload_a_photo_and_see_path_map_and_disk(app_url, browser, preview, tmp
     srcdoc = page.get_attribute("#hl-map iframe", "srcdoc")
     assert f"Country: {country}" in srcdoc
     page.screenshot(path=str(tmp_path / "map.png"), full_page=True)
-    # the disk: plotly drew the answer's places. With the shipped checkpoint they are its
-    # trained places, and the preview's untrained photo feature is not drawn among them
+    # the disk: the atlas, with the photo placed by the answer's own distribution
     page.get_by_role("tab", name="Poincare disk").click()
-    page.wait_for_selector("#hl-disk .js-plotly-plot .scatterlayer", timeout=30_000)
-    legend = page.text_content("#hl-disk .legend")
+    page.wait_for_selector("#hl-disk polygon.hl-atlas-photo", timeout=30_000)
+    answer = preview.predict(EXAMPLE).disk["atlas"]  # the same model, the same photo
+    assert page.inner_text("#hl-disk .hl-atlas-depth") == "The photo: " + answer["text"]
+    for key in answer["path"]:
+        assert page.locator(f'#hl-disk circle[data-key="{key}"]').count() == 1
+    assert page.locator("#hl-disk path.hl-atlas-arc").count() >= 4  # geodesics to the path's places
+    _shot(page, "#hl-disk", tmp_path, "locate_disk.png")
+    # the learned geometry, one click away: the shipped checkpoint's places; the preview's
+    # untrained photo feature does not live there, so the photo is not drawn among them
+    page.get_by_text("Learned: the places as the HierLoc checkpoint learned them").click()
+    page.wait_for_selector("#hl-disk-learned .js-plotly-plot .scatterlayer", timeout=30_000)
+    legend = page.text_content("#hl-disk-learned .legend")
     assert "city" in legend and "country" in legend
     assert preview.engine.place_view().trained and "photo" not in legend
-    assert "trained HierLoc checkpoint" in page.text_content("#hl-disk .infolayer")
-    assert page.locator("#hl-disk .scatterlayer .trace .points path").count() > 5
-    page.locator("#hl-disk").screenshot(path=str(tmp_path / "disk.png"))
+    assert "trained HierLoc checkpoint" in page.text_content("#hl-disk-learned .infolayer")
+    assert page.locator("#hl-disk-learned .scatterlayer .trace .points path").count() > 5
+    assert not page.locator("#hl-disk").is_visible()
     assert (tmp_path / "map.png").stat().st_size > 10_000
     page.close()
+
+
+def _shot(page, selector, tmp_path, name):
+    """Screenshot an element (into HIERLOC_SCREENSHOTS when set, to be looked at)."""
+    import os
+
+    folder = Path(os.environ.get("HIERLOC_SCREENSHOTS", tmp_path))
+    folder.mkdir(parents=True, exist_ok=True)
+    page.locator(selector).screenshot(path=str(folder / name))
+    assert (folder / name).stat().st_size > 5_000
+
+
+def _points(page, disk):
+    """Every drawn place of a disk: key -> (x, y) in the unit disk (y up), role, level."""
+    return page.evaluate("""(sel) => Array.from(document.querySelectorAll(sel + ' circle.hl-atlas-pt')).map(c => ({
+        key: c.dataset.key, x: +c.getAttribute('cx'), y: -c.getAttribute('cy'), level: +c.dataset.level,
+        role: Array.from(c.classList).find(k => k.startsWith('hl-role-')).slice(8), focus: c.dataset.focus === '1'}))""",
+                         disk)
+
+
+def _wait_focus(page, disk, key):
+    page.wait_for_selector(f'{disk} circle[data-key="{key}"][data-focus="1"]', timeout=60_000)
+
+
+def test_explore_is_the_atlas_and_clicks_recentre(app_url, browser, preview, tmp_path):
+    """Explore opens on the Earth; France shows its 22 regions around it in their order on
+    the map; a click brings a region to the centre; Back returns."""
+    import numpy as np
+
+    from hierloc.manifold.atlas import geo_bearing
+
+    table = preview.table
+    disk = "#hl-explore-disk"
+    page = browser.new_page(viewport={"width": 1280, "height": 900})
+    page.goto(app_url)
+    page.get_by_role("tab", name="Explore the hierarchy").click()
+    _wait_focus(page, disk, "earth")
+    pts = _points(page, disk)
+    assert sum(p["level"] == 0 for p in pts) == table.level_size(0)
+    assert "246 countries" in page.inner_text(f"{disk} .hl-atlas-caption")
+    assert "Room grows exponentially" in page.inner_text("#hl-why")
+    _shot(page, disk, tmp_path, "explore_earth.png")
+    # France, by search
+    page.fill("#hl-search textarea, #hl-search input", "France")
+    page.keyboard.press("Enter")
+    _wait_focus(page, disk, "FR")
+    page.wait_for_timeout(300)
+    pts = {p["key"]: p for p in _points(page, disk)}
+    assert (pts["FR"]["x"], pts["FR"]["y"]) == (0.0, 0.0)
+    fr = table.index("FR")
+    regions = [str(k) for k in table.key[table.children(fr)]]
+    assert len(regions) == 22 and all(pts[k]["role"] == "child" for k in regions)
+    drawn = np.arctan2([pts[k]["y"] for k in regions], [pts[k]["x"] for k in regions])
+    rows = [table.index(k) for k in regions]
+    bearing = geo_bearing(table.lat_deg[fr], table.lon_deg[fr], table.lat_deg[rows], table.lon_deg[rows])
+    assert _cyclic(drawn) == _cyclic(bearing)
+    page.wait_for_function("() => document.querySelector('#hl-place-info').innerText.includes('22 regions')",
+                           timeout=30_000)
+    _shot(page, disk, tmp_path, "explore_france.png")
+    # a click on a region brings it to the centre, by the animated isometry
+    idf = table.key[table.get("Ile-de-France_FR")]
+    page.locator(f'{disk} circle[data-key="{idf}"]').click()
+    _wait_focus(page, disk, idf)
+    pts = {p["key"]: p for p in _points(page, disk)}
+    assert (pts[idf]["x"], pts[idf]["y"]) == (0.0, 0.0) and pts["FR"]["role"] == "ancestor"
+    assert "France" in page.inner_text(f"{disk} .hl-atlas-crumbs")
+    page.wait_for_function("() => document.querySelector('#hl-place-info').innerText.includes('Ile-de-France')",
+                           timeout=30_000)
+    _shot(page, disk, tmp_path, "explore_region.png")
+    # a city
+    city = next(p for p in pts.values() if p["level"] == 2 and p["role"] == "child")
+    page.locator(f'{disk} circle[data-key="{city["key"]}"]').click()
+    _wait_focus(page, disk, city["key"])
+    kid = next(p for p in _points(page, disk) if p["role"] == "child" and p["level"] == 3)
+    page.locator(f'{disk} circle[data-key="{kid["key"]}"]').click()
+    _wait_focus(page, disk, kid["key"])
+    _shot(page, disk, tmp_path, "explore_city.png")
+    # Back, three times: the sub-region, the region, France
+    for key in (city["key"], idf, "FR"):
+        page.click(f"{disk} .hl-atlas-back")
+        _wait_focus(page, disk, key)
+    # the flag is an image, not an emoji
+    assert page.locator("#hl-place-info img.hl-flag").count() == 1
+    page.close()
+
+
+def _cyclic(angles):
+    import numpy as np
+
+    order = list(np.argsort(np.mod(angles, 2 * np.pi), kind="stable"))
+    k = order.index(min(order))
+    return order[k:] + order[:k]
 
 
 def test_explore_a_place_by_name(app_url, browser, tmp_path):
@@ -90,8 +191,15 @@ def test_explore_a_place_by_name(app_url, browser, tmp_path):
     page.get_by_role("tab", name="Explore the hierarchy").click()
     page.fill("#hl-search textarea, #hl-search input", "Paris")
     page.keyboard.press("Enter")
-    page.wait_for_function("document.querySelectorAll('.js-plotly-plot').length > 0", timeout=60_000)
-    page.wait_for_selector("text=children", timeout=30_000)
+    page.wait_for_selector('#hl-explore-disk circle[data-focus="1"]:not([data-key="earth"])', timeout=60_000)
+    page.wait_for_function("() => document.querySelector('#hl-place-info').innerText.includes('Paris')",
+                           timeout=30_000)
+    # the distances table has its headers and every column on screen
+    headers = page.locator("#hl-distances th").all_inner_texts()
+    assert [h.strip() for h in headers[:4]] == ["place", "level", "relation", "distance"]
+    box = page.locator("#hl-distances").bounding_box()
+    last = page.locator("#hl-distances th").nth(3).bounding_box()
+    assert last["x"] + last["width"] <= box["x"] + box["width"] + 1
     page.screenshot(path=str(tmp_path / "explore.png"), full_page=True)
     page.close()
 
@@ -133,26 +241,53 @@ def test_bad_inputs_through_the_api_and_the_app_keeps_answering(app_url, tmp_pat
     assert [p["level"] for p in out["path"]] == ["country", "region", "sub-region", "city"]
 
 
-def test_example_click_locates_and_map_click_explores(app_url, browser):
+def test_example_click_locates_and_map_click_explores(app_url, browser, preview, tmp_path):
     page = browser.new_page(viewport={"width": 1280, "height": 900})
     page.goto(app_url)
     page.get_by_text("Ferron, Utah, US").click()
     page.wait_for_selector("#hl-result .hl-name", timeout=60_000)
     assert "True location: Ferron, Utah, US" in page.inner_text("#hl-result")
+    # the photo in the atlas: its depth label is the one its distribution gives
+    page.get_by_role("tab", name="Poincare disk").click()
+    page.wait_for_selector("#hl-disk polygon.hl-atlas-photo", timeout=30_000)
+    label = page.inner_text("#hl-disk .hl-atlas-depth")
+    labels = __import__("pandas").read_csv(EXAMPLE.parent / "labels.csv", dtype=str, keep_default_na=False)
+    example = EXAMPLE.parent / labels.loc[labels["city"] == "Ferron", "file"].iloc[0]
+    answer = preview.predict(example).disk["atlas"]
+    depth, share = _depth_from_distribution(preview.table, answer)
+    words = ("Not sure even of the country" if depth < 0 else
+             f"down to the {['country', 'region', 'sub-region', 'city'][depth]}: ")
+    assert label.startswith("The photo: ") and words in label and f"{100 * share:.0f}%" in label
+    _shot(page, "#hl-disk", tmp_path, "locate_disk_ferron.png")
     # Explore: a click on the map is posted to the page, which looks the point up
     page.get_by_role("tab", name="Explore the hierarchy").click()
     page.fill("#hl-search textarea, #hl-search input", "Haridwar")
     page.keyboard.press("Enter")
-    frame = page.frame_locator("iframe.hierloc-map").last
+    frame = page.frame_locator("#hl-explore-map iframe.hierloc-map")
+    page.wait_for_function("() => document.querySelector('#hl-place-info').innerText.includes('Haridwar')",
+                           timeout=60_000)
     frame.locator(".leaflet-container").wait_for(timeout=60_000)
-    page.wait_for_selector("text=children", timeout=30_000)
-    before = page.inner_text(".hl-path-inline") if page.locator(".hl-path-inline").count() else ""
+    before = page.inner_text("#hl-place-info .hl-path-inline")
     box = frame.locator(".leaflet-container").bounding_box()
     frame.locator(".leaflet-container").click(position={"x": box["width"] * 0.15, "y": box["height"] * 0.2})
-    page.wait_for_function("(b) => { const e = document.querySelector('.hl-path-inline'); return e && e.innerText !== b; }",
-                           arg=before, timeout=60_000)
-    assert "India" in page.inner_text(".hl-path-inline")
+    page.wait_for_function("(b) => { const e = document.querySelector('#hl-place-info .hl-path-inline'); "
+                           "return e && e.innerText !== b; }", arg=before, timeout=60_000)
+    assert "India" in page.inner_text("#hl-place-info .hl-path-inline")
+    # the disk followed the map: the clicked city is its centre
+    page.wait_for_selector('#hl-explore-disk circle[data-focus="1"][data-level="3"]', timeout=30_000)
     page.close()
+
+
+def _depth_from_distribution(table, answer: dict) -> tuple[int, float]:
+    """The depth an answer's distribution gives, recomputed here: the deepest place of
+    its path holding more than half of the cities' probability, and that share."""
+    weight = {k: w for k, w in answer["cities"]}
+    masses = []
+    for lv, key in enumerate(answer["path"]):
+        row = table.index(key)
+        masses.append(sum(w for k, w in weight.items() if table.ancestor_at([table.index(k)], lv)[0] == row))
+    depth = max([lv for lv in range(4) if masses[lv] > 0.5], default=-1)
+    return depth, masses[depth] if depth >= 0 else masses[0]
 
 
 def _locate_example(page, app_url):

@@ -20,10 +20,17 @@ def _photo(tmp_path, name="up.jpg"):
 
 def test_locate_returns_all_outputs_and_forgets_the_upload(session, tmp_path):
     path = _photo(tmp_path)
-    html, map_html, fig, table, answer = H.locate(session, path, 10, 3, True, "trained")
+    html, map_html, view, fig, table, answer, learned = H.locate(session, path, 10, 3, True, "trained")
     assert "hl-name" in html and "T0000" in html and "Preview" not in html
     assert map_html.startswith("<iframe") and "leaflet" in map_html.lower()
-    assert fig is not None and any(t.name == "photo" for t in fig.data)
+    # the atlas disk: the photo placed by the answer, the answer's path among the points
+    assert view["kind"] == "atlas" and view["photo"]["text"] and view["photo"]["path"][3].startswith("T0000")
+    assert set(view["photo"]["path"]) <= set(view["points"]["key"])
+    assert fig is None and learned["places"]  # the learned figure is drawn only when asked for
+    fig = H.learned_figure(learned)
+    assert any(t.name == "photo" for t in fig.data)
+    *_, fig2, _, _, _ = H.locate(session, _photo(tmp_path, "b.jpg"), 10, 3, True, "trained", "learned")
+    assert fig2 is not None
     assert isinstance(table, pd.DataFrame) and len(table) == 3 and list(table.columns) == H.CANDIDATE_COLUMNS
     assert answer["ok"] and answer["path"][3]["key"].startswith("T0000")
     assert not (tmp_path / "up.jpg").exists()  # privacy: the temporary upload is gone
@@ -32,7 +39,7 @@ def test_locate_returns_all_outputs_and_forgets_the_upload(session, tmp_path):
 def test_untrained_banner_in_the_page(tmp_path):
     pred = fake_predictor(untrained=True)
     session = H.Session(default_profile="preview", available=["preview"], loader=lambda p: pred)
-    html, *_ , answer = H.locate(session, _photo(tmp_path), 10, 3, True, None)
+    html, *_, answer, _ = H.locate(session, _photo(tmp_path), 10, 3, True, None)
     assert "untrained: not a real prediction" in html and answer["banner"]
 
 
@@ -40,16 +47,16 @@ def test_untrained_banner_in_the_page(tmp_path):
 def test_bad_files_give_a_plain_message(session, tmp_path, content, message):
     bad = tmp_path / "bad.jpg"
     bad.write_bytes(content)
-    html, map_html, fig, table, answer = H.locate(session, str(bad), 10, 3, True, None)
+    html, map_html, view, fig, table, answer, learned = H.locate(session, str(bad), 10, 3, True, None)
     assert message in html and "hl-error" in html and "Traceback" not in html
-    assert fig is None and len(table) == 0 and answer["ok"] is False
+    assert "points" not in view and fig is None and len(table) == 0 and answer["ok"] is False and learned is None
 
 
 def test_example_truth_is_shown(session, tmp_path):
     ex = H.Example(tmp_path / "ex.jpg", 10.0, 20.0, "Somewhere, XX", "someone")
     Image.new("RGB", (64, 48)).save(ex.file)
     session.examples = {"ex.jpg": ex}
-    html, map_html, *_, answer = H.locate(session, str(ex.file), 10, 3, True, None)
+    html, map_html, *_, answer, _ = H.locate(session, str(ex.file), 10, 3, True, None)
     assert "True location: Somewhere, XX" in html and "km</b> from the guess" in html
     assert answer["example_truth"]["error_km"] > 0
     assert ex.file.exists()  # examples are never deleted
@@ -69,21 +76,46 @@ def test_search_and_explore(session):
     matches = H.search_places(session, "t00")
     assert matches and all("T00" in label for label, _ in matches)
     assert H.search_places(session, "x") == []
-    key = session.predictor().table.key[session.predictor().table.level_slice("region").start]
-    info, fig, map_html, dists = H.explore(session, str(key))
-    assert "children" in info and fig is not None and map_html.startswith("<iframe")
-    assert set(dists["relation"]) == {"ancestor", "child"} and (dists["hyperbolic distance"] > 0).all()
-    info, fig, *_ = H.explore(session, None)
-    assert fig is None
+    t = session.predictor().table
+    key = str(t.key[t.level_slice("region").start])
+    earth = H.explore_view(session, None)
+    assert earth["focus"] == "earth" and earth["points"]["role"][0] == "focus"
+    view = H.explore_view(session, key, earth)
+    assert view["focus"] == key and view["move"]["from"] == "earth"
+    info, map_html, dists, why, fig = H.explore_panels(session, view)
+    assert "sub-region" in info and map_html.startswith("<iframe") and fig is None
+    assert list(dists.columns) == H.DISTANCE_COLUMNS
+    assert set(dists["relation"]) == {"ancestor", "child"} and (dists["distance"] > 0).all()
+    assert "the Earth" in list(dists["place"]) and "Room grows" in why
+    *_, fig = H.explore_panels(session, view, "learned")
+    assert fig is not None
+    info, *_ = H.explore_panels(session, earth)
+    assert "The Earth" in info
+    assert H.explore_view(session, "no such place", view) is view  # an unknown key keeps the view
+
+
+def test_disk_click_recentres_with_the_photo(session, tmp_path):
+    import json
+
+    _, _, view, *_ = H.locate(session, _photo(tmp_path), 10, 3, True, None)
+    t = session.predictor().table
+    country = view["photo"]["path"][0]
+    moved = H.atlas_refocus(session, json.dumps(view["state"]), country)
+    assert moved["focus"] == country and moved["photo"]["text"] == view["photo"]["text"]
+    i = moved["points"]["key"].index(country)
+    assert (moved["points"]["x"][i], moved["points"]["y"][i]) == (0.0, 0.0)
+    assert H.atlas_refocus(session, "{not json", "earth")["focus"] == "earth"  # a broken state: no photo, no crash
+    assert "photo" not in H.atlas_refocus(session, json.dumps({"photo": {"cities": [["x", 1]]}}), "earth")
+    assert H.atlas_refocus(session, json.dumps(view["state"]), "no such key") is None
+    del t
 
 
 def test_explore_click(session):
     t = session.predictor().table
     row = t.level_slice("city").start
-    info, fig, *_ = H.explore_click(session, f"{t.lat_deg[row]},{t.lon_deg[row]}")
-    assert fig is not None and t.name[row] in info
-    info, fig, *_ = H.explore_click(session, "not,a point")
-    assert fig is None
+    view = H.explore_click(session, f"{t.lat_deg[row]},{t.lon_deg[row]}")
+    assert view["focus"] == t.key[row]
+    assert H.explore_click(session, "not,a point", view) is view
 
 
 def test_locate_many_answers_each_file_and_forgets_the_uploads(session, tmp_path):

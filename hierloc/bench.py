@@ -127,6 +127,9 @@ def bench_search(sizes=PAPER_SIZES, dim=128, beam=10, batch=1024, single_runs=20
 
 
 APP_STEPS = ("decode", "encode", "search", "answer", "figures", "total")
+"""answer: the prediction with its disk data (the photo placed in the atlas); figures: the
+map, and the atlas view the disk draws (the learned-geometry figure is drawn only when
+asked for)."""
 
 
 def bench_app_path(predictor, photos: list, runs: int = 5) -> dict:
@@ -135,12 +138,16 @@ def bench_app_path(predictor, photos: list, runs: int = 5) -> dict:
     figures), median over ``runs`` passes over ``photos``."""
     from hierloc.ui import handlers as H
 
+    import json
+
     session = H.Session(predictor.profile, [predictor.profile], loader=lambda p: predictor)
-    H.locate(session, str(photos[0]), 10, 5, True, None)  # warm-up: outlines, caches
+    H.locate(session, str(photos[0]), 10, 5, True, None)  # warm-up: outlines, caches, the atlas
     steps: dict[str, list] = {s: [] for s in APP_STEPS}
+    payload = []
     for _ in range(runs):
         for photo in photos:
-            *_, answer = H.locate(session, str(photo), 10, 5, True, None)
+            _, _, view, _, _, answer, _ = H.locate(session, str(photo), 10, 5, True, None)
+            payload.append(len(json.dumps(view)))
             for s in APP_STEPS:
                 steps[s].append(answer["timings_ms"].get(s, 0.0))
     out = {"profile": predictor.profile, "model": predictor.engine.description, "photos": len(photos),
@@ -148,4 +155,5 @@ def bench_app_path(predictor, photos: list, runs: int = 5) -> dict:
     out.update({f"{s}_ms": round(statistics.median(v), 1) for s, v in steps.items()})
     out["total_without_encoder_ms"] = round(statistics.median(
         [t - e for t, e in zip(steps["total"], steps["encode"])]), 1)
+    out["disk_payload_bytes"] = int(statistics.median(payload))
     return out

@@ -84,4 +84,6 @@ def test_bench_app_reports_every_step():
     res = json.loads(out.stdout)
     for step in ("decode", "encode", "search", "answer", "figures", "total"):
         assert res[f"{step}_ms"] >= 0
-    assert res["total_ms"] >= res["encode_ms"] + res["figures_ms"] and res["profile"] == "preview"
+    # medians over photos: each step's median is at most the total's (every total holds it)
+    assert res["total_ms"] >= max(res["encode_ms"], res["figures_ms"]) and res["profile"] == "preview"
+    assert 1_000 < res["disk_payload_bytes"] < 100_000

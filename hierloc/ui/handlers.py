@@ -57,19 +57,46 @@ class Session:
             return self.predictors[profile]
 
 
+def atlas_about(table) -> str:
+    """The atlas in a paragraph, with the numbers `atlas stats` measured on it (shipped in
+    assets/places/atlas_stats.json for the shipped hierarchy)."""
+    import json
+
+    from hierloc.paths import ASSETS_DIR
+
+    text = ("**The places you see.** The Poincare disk and the Explore tab draw the **atlas**: every place of the "
+            "hierarchy embedded in the hyperbolic plane, constructed as a tree (no learning, no projection): each "
+            "place beyond its parent, its children fanned out in their order on the map, each child's share of the "
+            "fan as large as its subtree. ")
+    try:
+        stats = json.loads((ASSETS_DIR / "places" / "atlas_stats.json").read_text())
+    except (OSError, ValueError):
+        stats = None
+    if stats and stats.get("table_hash") == table.content_hash():
+        r = stats["max_radius"]
+        text += (f"Measured on all {stats['places']:,} places: {100 * stats['farther_than_parent']['all']:.0f}% lie "
+                 f"further from the Earth's point than their parent, for {100 * stats['nearest_up_is_parent']['all']:.0f}% "
+                 f"the nearest place one level up is their parent, for "
+                 f"{100 * stats['nearest_same_level_is_sibling']['all']:.0f}% the nearest place of their own level is "
+                 f"a sibling; countries lie {r['country']:.0f} from the Earth's point, cities up to {r['city']:.0f}. ")
+    return text + ("The photo is placed by the answer of the model that answers, whichever it is: at the weighted "
+                   "median of the cities it gives probability to.")
+
+
 def geometry_about(predictor) -> str:
-    """Whose places the disk and Explore draw, with the numbers that say it is a tree."""
+    """Whose places the disk and Explore draw, with the numbers that say whether it is a
+    tree: the atlas, and the learned geometry one click away."""
     from hierloc.eval.hierarchy_geometry import describe
 
+    text = atlas_about(predictor.table)
     view = predictor.engine.place_view()
     if view.trained and view.stats:
-        return ("**The places you see.** The Poincare disk and the Explore tab draw the places of the "
-                f"{html.escape(view.label.removeprefix('places: '))}, whatever model answers the photo. In it, "
-                + describe(view.stats))
+        return (text + "\n\n**One click away** (the switch above each disk): the places as the "
+                f"{html.escape(view.label.removeprefix('places: '))} learned them. In it, " + describe(view.stats))
     if view.trained:
-        return f"**The places you see** are those of {html.escape(view.label)}."
-    return ("**The places you see** are the untrained preview's: a random geometry, not a learned one "
-            "(no trained checkpoint is present).")
+        return text + f"\n\n**One click away**: the places of {html.escape(view.label)}."
+    return text + ("\n\n**One click away**: the untrained preview's own places, a random geometry, not a learned "
+                   "one (no trained checkpoint is present).")
 
 
 def load_examples(folder: Path) -> dict[str, Example]:

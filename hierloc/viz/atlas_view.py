@@ -31,11 +31,11 @@ MAX_CITIES = 256            # the answer's cities kept for the photo (largest pr
 KEEP_MASS = 0.999           # ... until they hold this share of its probability
 CENTROID = "median"
 """How the photo's point is computed from the answer's cities (atlas.centroid): "median".
-Measured on 300 GeoCLIP-space pseudo-photos at the calibrated noise level, the place of
-the answer's path nearest the photo's point is the deepest place holding more than half
-the probability for 85% of the photos with the median, 59% with the Frechet mean and 25%
-with the Lorentzian centroid (which any far-away scrap of probability drags toward the
-centre); see the README."""
+Measured on 300 GeoCLIP-space pseudo-photos at the calibrated noise level
+(benchmarks/bench_photo_depth.py), the place of the answer's path nearest the photo's
+point is the deepest place holding more than half the probability for 81.7% of the photos
+with the median, 50.0% with the Frechet mean and 18.7% with the Lorentzian centroid (which
+any far-away scrap of probability drags toward the centre); see the README."""
 BEAM_BASIS = "of the probability of its final beam-search paths"
 """A beam search's distribution is a softmax over its final paths only (the places it
 kept at every level), not over every place: the words say so."""

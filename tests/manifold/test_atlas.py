@@ -111,6 +111,16 @@ def test_the_shipped_atlas_is_a_tree(shipped):
     assert all(s["max_radius"][a] < s["max_radius"][b] for a, b in zip(("country", "region", "sub-region"),
                                                                          ("region", "sub-region", "city")))
     assert s["places"] == 164985 and len(atlas) == len(table)
+    # the numbers the app's About text quotes are these
+    import json
+
+    from hierloc.paths import ASSETS_DIR
+
+    shipped_stats = json.loads((ASSETS_DIR / "places" / "atlas_stats.json").read_text())
+    assert shipped_stats["table_hash"] == table.content_hash()
+    assert shipped_stats["config"] == json.loads(json.dumps(atlas.meta()["config"]))
+    for key in ("farther_than_parent", "nearest_up_is_parent", "nearest_same_level_is_sibling", "max_radius"):
+        assert shipped_stats[key] == s[key], key
 
 
 def test_nearest_is_exact_against_brute_force(shipped):

@@ -279,7 +279,8 @@ class Predictor:
         """What the Poincare disk draws for answer b of a search: "atlas", the photo placed
         in the atlas by the answer's own distribution over cities (the decoder's city
         masses when it gives them, else the probabilities of its paths), with the path and
-        the candidates; "learned", the photo and places in the learned geometry."""
+        the candidates; "learned", the photo's point and paths, from which learned_disk
+        finds the places to draw in the learned geometry."""
         from hierloc.viz.atlas_view import BEAM_BASIS, place_photo
 
         t = self.table
@@ -296,7 +297,13 @@ class Predictor:
         photo = place_photo(self.atlas, t, path, cities, probs, basis="" if res.cities is not None else BEAM_BASIS)
         atlas = {**photo.to_dict(t), "path": [str(t.key[r]) for r in path], "candidates": [str(t.key[r]) for r in cand],
                  "table_hash": t.content_hash()}
-        return {"atlas": atlas, "learned": self.learned_disk(z, res.paths[b, :top_k])}
+        # the learned geometry's places are found when its figure is asked for (learned_disk)
+        return {"atlas": atlas, "learned": {"z": z.tolist(), "paths": res.paths[b, :top_k].tolist()}}
+
+    def learned_disk_of(self, pred: Prediction) -> dict:
+        """The learned geometry's disk data of a prediction made with disk data."""
+        data = pred.disk["learned"]
+        return self.learned_disk(torch.tensor(data["z"]), torch.tensor(data["paths"]))
 
     def learned_disk(self, z: torch.Tensor, paths: torch.Tensor, siblings: int = 10) -> dict:
         """The photo and the places worth drawing in the learned geometry (the shipped

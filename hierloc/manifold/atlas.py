@@ -462,7 +462,11 @@ makes it unique where the plain median is not (an even split between two places 
 at their midpoint, not anywhere between them) and moves it by next to nothing."""
 
 
-def centroid(atlas: "Atlas", rows, weights, kind: str = "median", iters: int = 300) -> Point:
+STEP_TOL = 1e-9
+"""The descent stops when its step is shorter than this (a billionth of the unit)."""
+
+
+def centroid(atlas: "Atlas", rows, weights, kind: str = "median", iters: int = 200) -> Point:
     """The weighted hyperbolic centroid of places: rows (N,), weights (N,) >= 0 -> Point.
 
     kind "lorentz": the Lorentzian centroid (= the Einstein midpoint): sum_i w_i x_i on the
@@ -509,13 +513,13 @@ def _descend(atlas: "Atlas", q: Point, rows, w, kind: str, iters: int) -> Point:
         v = (g * d) @ np.stack([np.cos(ang), np.sin(ang)], -1) / g.sum()  # (2,) a step in q's tangent plane
         length = float(np.hypot(v[0], v[1]))
         direction = float(np.arctan2(v[1], v[0]))
-        while length > 1e-13:
+        while length > STEP_TOL:
             cand = _move(atlas, q, length, direction)
             c = _cost(atlas.dist_point(cand, rows), w, kind)
             if c < cost:
                 break
             length /= 2
-        if length <= 1e-13:
+        if length <= STEP_TOL:
             break
         q, cost = cand, c
     return q

@@ -241,7 +241,7 @@ def locate(session: Session, image_path: str | None, beam: int, top_k: int, use_
     m = prediction_map(pred, table, truth=(truth.latitude, truth.longitude) if truth else truth_gps)
     map_html = to_iframe(m)
     view = answer_view(predictor, pred.disk["atlas"])
-    learned = pred.disk["learned"]
+    learned = {"predictor": predictor, **pred.disk["learned"]}  # drawn when asked for (a State, never sent)
     fig = learned_figure(learned) if disk_mode == "learned" else None
     pred.timings_ms["figures"] = round((time.perf_counter() - t0) * 1000, 1)
     pred.timings_ms["total"] = round(pred.timings_ms.get("total", 0.0) + pred.timings_ms["figures"], 1)
@@ -266,9 +266,17 @@ def atlas_message(text: str) -> dict:
 
 
 def learned_figure(learned: dict | None, title: str = ""):
+    """The learned-geometry figure of an answer: from Prediction.disk["learned"] (the
+    photo's point and paths, turned into the places to draw here, only when asked for)."""
+    import torch
+
     from hierloc.viz.disk import disk_figure
 
-    return disk_figure(learned, title) if learned else None
+    if not learned:
+        return None
+    if "places" not in learned:
+        learned = learned["predictor"].learned_disk(torch.tensor(learned["z"]), torch.tensor(learned["paths"]))
+    return disk_figure(learned, title)
 
 
 def answer_focus(table, placement: dict) -> int:
@@ -290,7 +298,7 @@ def answer_view(predictor, placement: dict, focus: int | None = None, prev: dict
     from hierloc.viz.atlas_view import focus_view, photo_from_dict
 
     table, atlas = predictor.table, predictor.atlas
-    photo = photo_from_dict(atlas, table, placement)
+    photo = photo_from_dict(atlas, table, placement, trusted=True)
     if photo is None:
         return atlas_message("This answer gives no city a probability: there is no photo to place.")
     cands = [r for r in (table.get(k) for k in placement.get("candidates", [])) if r is not None]

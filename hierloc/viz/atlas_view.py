@@ -71,6 +71,7 @@ class PhotoPlacement:
     def to_dict(self, table) -> dict:
         return {"anchor": "" if self.point.anchor < 0 else str(table.key[self.point.anchor]),
                 "rho": round(self.point.rho, 6), "depth": self.depth,
+                "point": {"anchor": int(self.point.anchor), "rho": self.point.rho, "inc": self.point.inc.tolist()},
                 "depth_place": str(table.key[self.path[self.depth]]) if self.depth >= 0 else EARTH_KEY,
                 "masses": [round(float(m), 4) for m in self.masses], "text": self.text, "basis": self.basis,
                 "cities": [[str(table.key[r]), round(float(w), 6)] for r, w in zip(self.cities, self.weights)]}
@@ -124,9 +125,10 @@ def place_photo(atlas: A.Atlas, table, path: list, city_rows, probs, kind: str =
                           depth_words(table, path, masses, depth, basis), basis)
 
 
-def photo_from_dict(atlas: A.Atlas, table, d: dict | None) -> PhotoPlacement | None:
-    """Rebuild a PhotoPlacement from its dict (as sent back by the page): the point is
-    recomputed from the cities, never read from the page; None when it does not fit."""
+def photo_from_dict(atlas: A.Atlas, table, d: dict | None, trusted: bool = False) -> PhotoPlacement | None:
+    """Rebuild a PhotoPlacement from its dict; None when it does not fit. ``trusted``
+    (a dict this process made, Prediction.disk): its point is read back as it is; else (as
+    sent back by the page) the point is recomputed from the cities, never read."""
     if not isinstance(d, dict):
         return None
     try:
@@ -139,7 +141,16 @@ def photo_from_dict(atlas: A.Atlas, table, d: dict | None) -> PhotoPlacement | N
         return None
     rows, w = zip(*cities)
     basis = str(d.get("basis", ""))[:80]
-    return place_photo(atlas, table, path, rows, w, basis=basis if basis in (BEAM_BASIS, "") else "")
+    basis = basis if basis in (BEAM_BASIS, "") else ""
+    if trusted and isinstance(d.get("point"), dict):
+        p = d["point"]
+        point = A.Point(int(p["anchor"]), float(p["rho"]), np.asarray(p["inc"], dtype=np.float64))
+        masses = [float(m) for m in d["masses"]]
+        depth = int(d["depth"])
+        w = np.asarray(w, dtype=np.float64)
+        return PhotoPlacement(point, np.asarray(rows), w / w.sum(), path, masses, depth,
+                              depth_words(table, path, masses, depth, basis), basis)
+    return place_photo(atlas, table, path, rows, w, basis=basis)
 
 
 # ---------------------------------------------------------------------------------------

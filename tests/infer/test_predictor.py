@@ -29,7 +29,7 @@ def test_preview_answers_and_says_it_is_untrained(preview, data_dir):
     assert all(t.parent[rows[i]] == rows[i - 1] for i in range(1, 4))
     # the disk holds the path's places, drawn where the shipped checkpoint puts them; the
     # preview's untrained photo feature does not live there, so the photo is not drawn
-    learned = pred.disk["learned"]
+    learned = preview.learned_disk_of(pred)
     assert learned["photo"] is None and learned["trained"]
     assert {p["role"] for p in learned["places"]} >= {"path", "sibling"}
     # ... and the atlas places the photo by the answer's own distribution (its beam paths)
@@ -183,7 +183,8 @@ def test_an_engine_with_its_own_search_answers_through_it(data_dir):
     probs = [c["probability"] for c in pred.candidates]
     assert len(probs) == 3 and probs == sorted(probs, reverse=True) and 0 < sum(probs) <= 1 + 1e-6
     assert np.isclose(pred.path[3]["confidence"], probs[0], atol=1e-4)
-    assert pred.disk["learned"]["places"]
+    predictor = P.Predictor(engine)
+    assert predictor.learned_disk_of(pred)["places"]
     # the disk places the photo by the tree posterior's own city masses, not the paths'
     atlas = pred.disk["atlas"]
     assert atlas["basis"] == "" and atlas["cities"][0][0] == table.key[city_row]

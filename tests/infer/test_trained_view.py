@@ -47,7 +47,7 @@ def test_preview_disk_and_explore_draw_the_trained_places(preview, data_dir):
     trained_points = model.place_points()
     pred = preview.predict(data_dir / "exif" / "landscape_1.jpg")
     assert pred.ok and pred.untrained
-    disk = pred.disk["learned"]
+    disk = preview.learned_disk_of(pred)
     assert disk["photo"] is None and disk["trained"] and disk["view"] == view.label
     for place in disk["places"]:
         lv = ["country", "region", "sub-region", "city"].index(place["level"])

@@ -35,8 +35,8 @@ def test_map_has_the_outlines_markers_and_no_cdn(real):
 
 
 def test_disk_keeps_radii_exact_and_draws_the_photo(real):
-    _, pred = real
-    d = pred.disk["learned"]
+    predictor, pred = real
+    d = predictor.learned_disk_of(pred)
     pts = np.array([d["photo"]] + [p["point"] for p in d["places"]])
     xy = project(pts, d["geometry"], d["K"], fit_rows=slice(1, None))
     assert np.all(np.linalg.norm(xy, axis=1) < 1)

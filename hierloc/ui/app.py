@@ -60,6 +60,7 @@ ATLAS_CSS = """
   stroke:var(--background-fill-primary, #fff); stroke-width:.009px; pointer-events:none}
 .hl-focus-label {font-weight:700; font-size:.048px}
 .hl-atlas-photo {fill:#a21caf; stroke:#ffffff; stroke-width:.006; pointer-events:none}
+.hl-atlas-photo-hit {fill:transparent; cursor:help}
 .hl-atlas-tip {position:absolute; pointer-events:none; background:var(--background-fill-primary, #fff);
   color:var(--body-text-color, #111); border:1px solid var(--border-color-primary, #cbd5e1); padding:6px 8px;
   border-radius:6px; font-size:.8rem; max-width:280px; box-shadow:0 2px 8px rgba(0,0,0,.15); z-index:5}

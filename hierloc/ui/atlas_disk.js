@@ -9,7 +9,7 @@ const LEVEL_NAMES = {"-1": "the Earth", "0": "country", "1": "region", "2": "sub
 const NS = "http://www.w3.org/2000/svg";
 const ANIMATE_MS = 650;
 let shown = null;        // the view on screen
-let history = [];        // focus keys to go Back to
+let visited = [];        // focus keys to go Back to
 let busy = false;
 
 function el(tag, attrs, parent) {
@@ -34,7 +34,7 @@ function host() {
     '<div class="hl-atlas-caption"></div>';
   element.appendChild(root);
   root.querySelector(".hl-atlas-back").addEventListener("click", () => {
-    if (history.length) refocus(history.pop(), false);
+    if (visited.length) refocus(visited.pop(), false);
   });
   return root;
 }
@@ -112,8 +112,12 @@ function draw(view, xy, photoXY, still) {
                   stroke: COLORS[String(P.level[i])]}, arcs);
     }
   }
+  if (view.photo && photoXY) {  // under the places, so that a place under the star stays clickable
+    el("circle", {cx: photoXY[0], cy: -photoXY[1], r: 0.05, class: "hl-atlas-photo-hit"}, svg);
+  }
   const dots = el("g", {class: "hl-atlas-dots"}, svg);
   const labels = el("g", {class: "hl-atlas-labels"}, svg);
+  const push = still ? staggered(P, xy) : {};
   for (let i = 0; i < P.key.length; i++) {
     const [x, y] = xy[i];
     const c = el("circle", {cx: x, cy: -y, r: radius(P, i, x, y), fill: COLORS[String(P.level[i])],
@@ -122,11 +126,11 @@ function draw(view, xy, photoXY, still) {
     if (P.role[i] === "focus") c.setAttribute("data-focus", "1");
     if (still && P.label[i]) {
       const n = Math.hypot(x, y);
-      const off = radius(P, i, x, y) + 0.012;
+      const off = radius(P, i, x, y) + 0.012 + (push[i] || 0);
       const ux = n > 1e-6 ? x / n : 0, uy = n > 1e-6 ? y / n : 1;
       const tx = x + ux * off, ty = y + uy * off;
       const t = el("text", {x: tx, y: -ty, class: "hl-atlas-label" + (P.role[i] === "focus" ? " hl-focus-label" : ""),
-                            "text-anchor": n < 0.05 ? "middle" : (ux >= 0 ? "start" : "end"),
+                            "text-anchor": n < 0.05 || Math.abs(uy) > 0.8 ? "middle" : (ux >= 0 ? "start" : "end"),
                             "dominant-baseline": uy > 0.5 ? "auto" : (uy < -0.5 ? "hanging" : "middle")}, labels);
       t.textContent = P.name[i];
     }
@@ -140,6 +144,25 @@ function draw(view, xy, photoXY, still) {
     }
     el("polygon", {points: star.join(" "), class: "hl-atlas-photo", "data-x": x, "data-y": y}, svg);
   }
+}
+
+function staggered(P, xy) {
+  // labels of neighbours a hair apart in angle (near the rim): every other one further out
+  const out = {};
+  const idx = [];
+  for (let i = 0; i < P.key.length; i++) {
+    const [x, y] = xy[i];
+    if (P.label[i] && Math.hypot(x, y) > 0.5) idx.push([Math.atan2(y, x), i]);
+  }
+  idx.sort((a, b) => a[0] - b[0]);
+  let pushed = false;
+  for (let k = 1; k < idx.length; k++) {
+    // near the top and bottom the names run along the rim, so they need a wider gap
+    const a = idx[k][0], wide = Math.abs(Math.sin(a)) > 0.6 ? 0.22 : 0.09;
+    const close = a - idx[k - 1][0] < wide;
+    if (close && !pushed) { out[idx[k][1]] = 0.075; pushed = true; } else pushed = false;
+  }
+  return out;
 }
 
 function drawStill(view) {
@@ -165,7 +188,7 @@ function drawStill(view) {
   }));
   root.querySelector(".hl-atlas-depth").textContent = view.photo ? "The photo: " + view.photo.text : "";
   root.querySelector(".hl-atlas-caption").textContent = view.caption || "";
-  root.querySelector(".hl-atlas-back").disabled = history.length === 0;
+  root.querySelector(".hl-atlas-back").disabled = visited.length === 0;
   bindHover(view);
 }
 
@@ -190,11 +213,29 @@ function animate(from, to) {
   });
 }
 
+function place(tip, root, ev) {
+  const box = root.querySelector(".hl-atlas-stage").getBoundingClientRect();
+  tip.style.left = (ev.clientX - box.left + 14) + "px";
+  tip.style.top = (ev.clientY - box.top + 10) + "px";
+}
+
 function bindHover(view) {
   const root = host();
   const tip = root.querySelector(".hl-atlas-tip");
   const svg = root.querySelector(".hl-atlas-svg");
   const P = view.points;
+  const hit = svg.querySelector(".hl-atlas-photo-hit");
+  if (hit && view.photo) {
+    hit.addEventListener("mouseenter", () => {
+      tip.innerHTML = `<b>The photo</b>: the weighted median of its answer's cities<br>` +
+        `distance from the Earth's point: <b>${view.photo.rho.toFixed(3)}</b>` +
+        (view.focus !== "earth" ? `<br>distance from ${esc(view.focus_name)}: <b>${view.photo.d.toFixed(3)}</b>` : "") +
+        `<br>${esc(view.photo.text)}`;
+      tip.hidden = false;
+    });
+    hit.addEventListener("mousemove", (ev) => place(tip, root, ev));
+    hit.addEventListener("mouseleave", () => { tip.hidden = true; });
+  }
   svg.querySelectorAll(".hl-atlas-pt").forEach((c) => {
     const i = Number(c.dataset.i);
     c.addEventListener("mouseenter", () => {
@@ -205,11 +246,7 @@ function bindHover(view) {
       tip.innerHTML = html;
       tip.hidden = false;
     });
-    c.addEventListener("mousemove", (ev) => {
-      const box = root.querySelector(".hl-atlas-stage").getBoundingClientRect();
-      tip.style.left = (ev.clientX - box.left + 14) + "px";
-      tip.style.top = (ev.clientY - box.top + 10) + "px";
-    });
+    c.addEventListener("mousemove", (ev) => place(tip, root, ev));
     c.addEventListener("mouseleave", () => { tip.hidden = true; });
     c.addEventListener("click", () => {
       tip.hidden = true;
@@ -224,7 +261,7 @@ async function refocus(key, remember) {
   try {
     const next = await server.atlas_refocus(JSON.stringify(shown.state), key);
     if (!next || !next.points) return;
-    if (remember) history.push(shown.focus);
+    if (remember) visited.push(shown.focus);
     const from = shown;
     shown = next;
     props.value = next;
@@ -239,12 +276,12 @@ function fromPython() {
   const v = props.value;
   if (v === shown) return;
   if (v && v.points && shown && shown.points && v.move && v.move.from === shown.focus) {
-    history.push(shown.focus);
+    visited.push(shown.focus);
     const from = shown;
     shown = v;
     animate(from, v);
   } else {
-    history = [];
+    visited = [];
     drawStill(v && v.points ? v : (v || null));
   }
 }

@@ -282,11 +282,9 @@ def learned_figure(learned: dict | None, title: str = ""):
 def answer_focus(table, placement: dict) -> int:
     """Which place a photo's disk opens on: the parent of the deepest place holding more
     than half of the answer's probability, so that the photo is seen among that place and
-    its siblings; the country itself when only the country does; the Earth's point when
-    not even a country does."""
-    depth = int(placement.get("depth", -1))
-    if depth < 0:
-        return -1
+    its siblings; the country itself when only the country does, or when not even a
+    country does (then the photo is seen pulled away from it, toward the Earth's point)."""
+    depth = max(int(placement.get("depth", -1)), 0)
     row = table.get(str(placement["path"][depth]))
     if row is None:
         return -1

@@ -242,6 +242,7 @@ def focus_view(atlas: A.Atlas, table, focus: int, photo: PhotoPlacement | None =
         keys = {"path": [str(table.key[r]) for r in photo.path],
                 "candidates": [str(table.key[int(r)]) for r in candidates]}
         view["photo"] = {"x": round(float(pxy[0]), 6), "y": round(float(pxy[1]), 6), "d": round(pd, 4),
+                         "rho": round(photo.point.rho, 4),
                          "text": photo.text, "depth": photo.depth, "masses": [round(m, 4) for m in photo.masses],
                          **keys}
         view["state"]["photo"] = {"cities": [[str(table.key[r]), round(float(w), 6)]
@@ -264,7 +265,8 @@ def _labels(atlas, table, rows, roles, d) -> np.ndarray:
         lab[sib[np.argsort(d[sib], kind="stable")[:6]]] = True
     cand = np.flatnonzero(np.array(roles) == "candidate")
     lab[cand[:3]] = True
-    return lab & (d < 9.0)
+    near = np.isin(roles, ["focus", "ancestor", "path", "child"]) | (d < 9.0)
+    return lab & near
 
 
 def _crumbs(table, focus: int) -> list:
@@ -320,9 +322,10 @@ def focus_caption(atlas, table, focus: int) -> str:
     kids = _children(table, focus)
     if focus < 0:
         d = atlas.rho[kids]
-        return (f"The Earth's point at the centre; its {len(kids)} countries around it, each "
-                f"{d.min():.1f} to {d.max():.1f} away: to give every country room for its whole subtree, they "
-                f"must sit where the circle around the centre is long.")
+        far = f"{d.min():.1f}" if d.max() - d.min() < 0.05 else f"{d.min():.1f} to {d.max():.1f}"
+        return (f"The Earth's point at the centre; its {len(kids)} countries around it, each {far} away: to give "
+                f"every country room for its whole subtree, they must sit where the circle around the centre is "
+                f"long, near the rim. Click one to bring it to the centre.")
     name, level = table.display_name(focus), LEVELS[int(table.level[focus])]
     parent = int(table.parent[focus])
     _, ang = _seen_place(atlas, focus, parent, atlas.north_up(focus))

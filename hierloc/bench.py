@@ -156,4 +156,67 @@ def bench_app_path(predictor, photos: list, runs: int = 5) -> dict:
     out["total_without_encoder_ms"] = round(statistics.median(
         [t - e for t, e in zip(steps["total"], steps["encode"])]), 1)
     out["disk_payload_bytes"] = int(statistics.median(payload))
+    image_path = getattr(predictor.engine, "image_path", None)
+    if image_path is not None and hasattr(image_path, "eager"):  # zero-shot on a CPU: the app path and eager
+        enc = bench_encoders(image_path, photos, runs=max(1, runs))
+        out["encode_path"] = image_path.kind
+        out["encode_ms"] = enc["app_ms"]
+        out["encode_eager_ms"] = enc["eager_ms"]
+        out["encode_speedup"] = round(enc["eager_ms"] / enc["app_ms"], 2)
+        out["geoclip_predict_ms"] = geoclip_predict_ms(image_path.eager, photos[:2])
+        out["geoclip_predict_photos"] = 2
     return out
+
+
+def _images(photos):
+    from hierloc.images import load_image
+
+    return [load_image(p) for p in photos]
+
+
+def bench_encoders(image_path, photos, runs: int = 3, batch: int = 1) -> dict:
+    """Milliseconds per photo of the image encoder, decoding excluded, preprocessing
+    included: the path the app uses (image_path.current) and eager PyTorch
+    (image_path.eager), interleaved photo by photo so that both see the same machine;
+    medians over runs x photos."""
+    import torch
+
+    images = _images(photos)
+    groups = [images[i:i + batch] for i in range(0, len(images), batch)]
+    app, eager = [], []
+    with torch.inference_mode():
+        image_path.current(image_path.preprocess(groups[0]))  # warm-up
+        image_path.eager(image_path.preprocess(groups[0]))
+        for _ in range(runs):
+            for g in groups:
+                for fn, acc in ((image_path.current, app), (image_path.eager, eager)):
+                    t0 = time.perf_counter()
+                    fn(image_path.preprocess(g))
+                    acc.append((time.perf_counter() - t0) * 1000 / len(g))
+    return {"app_ms": round(statistics.median(app), 1), "eager_ms": round(statistics.median(eager), 1),
+            "batch": batch, "runs": runs}
+
+
+def geoclip_for(eager):
+    """GeoCLIP's own model (the geoclip package: its MLP and location encoder weights)
+    with the same CLIP vision weights as ``eager``, built offline (no CLIP download)."""
+    from geoclip import GeoCLIP
+
+    g = GeoCLIP(from_pretrained=True, clip_pretrained=False).eval()
+    clip = g.image_encoder.CLIP
+    clip.vision_model.load_state_dict(eager.vision.vision_model.state_dict())
+    clip.visual_projection.load_state_dict(eager.vision.visual_projection.state_dict())
+    g.image_encoder.mlp.load_state_dict(eager.mlp.state_dict())
+    return g
+
+
+def geoclip_predict_ms(eager, photos, top_k: int = 5) -> float:
+    """Milliseconds per photo of GeoCLIP's own GeoCLIP.predict (it encodes its 100k GPS
+    gallery at every call), median over the photos."""
+    g = geoclip_for(eager)
+    times = []
+    for p in photos:
+        t0 = time.perf_counter()
+        g.predict(str(p), top_k)
+        times.append((time.perf_counter() - t0) * 1000)
+    return round(statistics.median(times), 1)

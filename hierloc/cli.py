@@ -389,7 +389,12 @@ def cmd_bench_app(args) -> int:
         torch.set_num_threads(args.threads)
     try:
         if args.model == "zero-shot-random":  # CLIP ViT-L/14's compute without its weights
-            predictor = Predictor(zeroshot_engine(random_weights=True))
+            predictor = Predictor(zeroshot_engine(random_weights=True, background=False))
+            image_path = predictor.engine.image_path
+            if getattr(image_path, "mode", "off") != "off" and not image_path.ready.is_set():
+                from hierloc.infer.fast_encoder import build_fast
+
+                image_path._use(build_fast(image_path.eager))  # what the app uses once it is built
         else:
             predictor = load_predictor(args.model)
     except ModelUnavailable as exc:

@@ -33,6 +33,18 @@ def download(what: str = "zero-shot") -> dict:
 
         path = snapshot_download(CLIP_REPO, allow_patterns=["*.json", "*.txt", "model.safetensors"])
         out["clip"] = path
+        from hierloc.infer.fast_encoder import FastUnavailable, build_fast, fast_mode, model_dir
+        from hierloc.infer.zeroshot import load_image_path
+
+        if fast_mode() == "off":
+            out["fast_image_path"] = "not built (HIERLOC_FAST=off)"
+        else:  # the CPU's fast image path, built once (about a minute)
+            try:
+                eager = load_image_path()
+                build_fast(eager)
+                out["fast_image_path"] = str(model_dir(eager))
+            except FastUnavailable as exc:
+                out["fast_image_path"] = f"not built: {exc}"
         feats = location_features(default_places())  # GeoCLIP place features, cached (offline)
         out["place_features"] = sum(len(f) for f in feats)
         out["gallery_features"] = len(gallery_features())  # the decoder's support points, cached

@@ -79,6 +79,7 @@ class Engine:
     encode: Callable            # list of RGB PIL images -> (B, p) photo points
     search: Callable | None = None      # (z (B, p), k) -> SearchResult, replaces beam search
     view: PlaceView | None = None       # what the disk draws (default: this engine's own places)
+    image_path: object = None           # the CLIP image path, where the profile has one
 
     def place_view(self) -> PlaceView:
         if self.view is None:
@@ -449,7 +450,7 @@ def trained_engine(source: str, device: str = "cpu") -> Engine:
         from hierloc.infer import zeroshot as zs
 
         try:
-            image_path = zs.load_image_path(device)
+            image_path = zs.image_path_for(device)
         except zs.ZeroShotUnavailable as exc:
             raise ModelUnavailable(f"checkpoint {source} answers photos through CLIP ViT-L/14 and GeoCLIP's "
                                    f"image head: {exc}") from None
@@ -475,14 +476,17 @@ def trained_engine(source: str, device: str = "cpu") -> Engine:
                   model.place_points(), tau, _encode_with(backbone, model))
 
 
-def zeroshot_engine(table: PlaceTable | None = None, device: str = "cpu", random_weights: bool = False) -> Engine:
-    """CLIP ViT-L/14 + GeoCLIP in the Lorentz model (see infer.zeroshot)."""
+def zeroshot_engine(table: PlaceTable | None = None, device: str = "cpu", random_weights: bool = False,
+                    fast: str | None = None, background: bool = True) -> Engine:
+    """CLIP ViT-L/14 + GeoCLIP in the Lorentz model (see infer.zeroshot); on a CPU the
+    image path runs on ONNX Runtime once its fast model is built (fast: HIERLOC_FAST's
+    values; background: build it in a thread when it is not cached)."""
     from hierloc.data.place_features import location_features
     from hierloc.geo.places import default_places
     from hierloc.infer import zeroshot as zs
 
     table = table or default_places()
-    image_path = zs.load_image_path(device, random_weights=random_weights)
+    image_path = zs.image_path_for(device, random_weights=random_weights, fast=fast, background=background)
     posterior = zs.TreePosterior.for_table(table, location_features(table)[3])
     points = zs.place_points(posterior.place_directions())
     geometry = Geometry("lorentz", 1.0)
@@ -496,7 +500,7 @@ def zeroshot_engine(table: PlaceTable | None = None, device: str = "cpu", random
 
     desc = "CLIP ViT-L/14 (OpenAI) + GeoCLIP" + (" [random CLIP weights]" if random_weights else "")
     return Engine("zero-shot", desc, random_weights, table, geometry, points, 1.0, encode, search=search,
-                  view=trained_view(table, "geoclip"))
+                  view=trained_view(table, "geoclip"), image_path=image_path)
 
 
 # ---------------------------------------------------------------------------------------

@@ -93,6 +93,11 @@ class GeoCLIPImagePath(nn.Module):
         return self.mlp(emb)
 
 
+RANDOM_SEED = 0
+"""random_weights are drawn from this seed: the same random model in every run (so that
+its fast path, cached by its weights, is built once)."""
+
+
 def load_image_path(device="cpu", random_weights: bool = False) -> GeoCLIPImagePath:
     """The zero-shot photo encoder. random_weights builds the architecture only (tests, benchmarks)."""
     from transformers import CLIPImageProcessor, CLIPVisionConfig, CLIPVisionModelWithProjection
@@ -100,7 +105,10 @@ def load_image_path(device="cpu", random_weights: bool = False) -> GeoCLIPImageP
     if random_weights:
         cfg = CLIPVisionConfig(hidden_size=1024, intermediate_size=4096, num_hidden_layers=24,
                                num_attention_heads=16, patch_size=14, projection_dim=768)
-        vision, processor = CLIPVisionModelWithProjection(cfg), CLIPImageProcessor()
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(RANDOM_SEED)
+            vision = CLIPVisionModelWithProjection(cfg)
+        processor = CLIPImageProcessor()
     else:
         from hierloc.hub import cached_file, hub_reachable
 
@@ -116,6 +124,18 @@ def load_image_path(device="cpu", random_weights: bool = False) -> GeoCLIPImageP
                                       f"`python -m hierloc download zero-shot` with internet") from None
     model = GeoCLIPImagePath(vision, processor).load_geoclip_mlp()
     return model.eval().to(device)
+
+
+def image_path_for(device="cpu", random_weights: bool = False, fast: str | None = None, background: bool = True):
+    """The image path the app answers with: on a CPU the ONNX Runtime fast path once it is
+    built (infer.fast_encoder; built in the background the first time, eager PyTorch
+    meanwhile), the eager path elsewhere or with HIERLOC_FAST=off."""
+    from hierloc.infer.fast_encoder import SwitchingImagePath
+
+    eager = load_image_path(device, random_weights)
+    if str(device) != "cpu":
+        return eager
+    return SwitchingImagePath(eager, mode=fast, background=background)
 
 
 def photo_points(u: torch.Tensor, K: float = 1.0) -> torch.Tensor:

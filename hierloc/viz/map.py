@@ -34,17 +34,39 @@ def _leaflet_assets() -> tuple[str, str]:
     return (folder / "leaflet.js").read_text(), (folder / "leaflet.css").read_text()
 
 
+def raw_element(text: str):
+    """A folium Element that renders ``text`` as it is. folium.Element compiles its text as
+    a Jinja template at every instance: for the inlined Leaflet (160 KB) and the world's
+    outlines (570 KB) that was half of a map's time, for text with nothing to fill in."""
+    import folium
+
+    class _Raw(folium.Element):
+        def __init__(self, body: str):
+            super().__init__()
+            self._body = body
+
+        def render(self, **kwargs):
+            # as Jinja renders a template: one trailing newline dropped (the same page, byte for byte)
+            return self._body[:-1] if self._body.endswith("\n") else self._body
+
+    return _Raw(text)
+
+
+@lru_cache(maxsize=1)
+def _header() -> str:
+    js, css = _leaflet_assets()
+    return (f"<style>{css}</style><script>{js}</script><style>html,body{{background:{SEA_COLOR};}}"
+            f".leaflet-container{{background:{SEA_COLOR};}} .hl-legend{{background:#fff;padding:6px 8px;"
+            "border-radius:6px;font:12px/1.4 sans-serif;box-shadow:0 1px 4px rgba(0,0,0,.3)}"
+            ".hl-legend i{display:inline-block;width:14px;height:10px;margin-right:4px}</style>")
+
+
 def _new_map(**kw):
     import folium
 
     m = folium.Map(tiles=None, control_scale=True, prefer_canvas=False, **kw)
     m.default_js, m.default_css = [], []  # no CDNs: Leaflet is inlined below
-    js, css = _leaflet_assets()
-    m.get_root().header.add_child(folium.Element(
-        f"<style>{css}</style><script>{js}</script><style>html,body{{background:{SEA_COLOR};}}"
-        f".leaflet-container{{background:{SEA_COLOR};}} .hl-legend{{background:#fff;padding:6px 8px;"
-        "border-radius:6px;font:12px/1.4 sans-serif;box-shadow:0 1px 4px rgba(0,0,0,.3)}"
-        ".hl-legend i{display:inline-block;width:14px;height:10px;margin-right:4px}</style>"), index=0)
+    m.get_root().header.add_child(raw_element(_header()), index=0)
     folium.TileLayer(TILES, attr=TILES_ATTR, name="OpenStreetMap").add_to(m)
     return m
 
@@ -165,7 +187,7 @@ document.addEventListener('DOMContentLoaded', function() {{
   map.on('overlayadd', function() {{ legend.addTo(map); }});
 }});
 """
-    m.get_root().script.add_child(folium.Element(js))
+    m.get_root().script.add_child(raw_element(js))
 
 
 def _pct(p: float) -> str:
@@ -202,6 +224,15 @@ def _geojson(geom, level: str, tolerance: float) -> dict:
     return json.loads(shapely.to_geojson(g))
 
 
+@lru_cache(maxsize=2048)
+def _outline_geojson(table_hash: str, table, row: int, level: str) -> dict:
+    """A place's outline drawn on the map, simplified once per place (it was simplified
+    again for every answer)."""
+    from hierloc.geo.boundaries import place_outline
+
+    return _geojson(place_outline(table, row).geometry, level, SIMPLIFY_DEG[level])
+
+
 def outline_layers(table, rows_by_level: dict[str, int]):
     """(level, row, Outline) for the country, region and sub-region of a path."""
     from hierloc.geo.boundaries import place_outline
@@ -230,7 +261,7 @@ def prediction_map(pred, table, truth: tuple[float, float] | None = None, height
         name = table.display_name(row) + (" (approximate outline)" if o.approximate else "")
         style = {"color": LEVEL_COLORS[level], "weight": 3 if level != "sub-region" else 2,
                  "fillOpacity": 0.12 if level == "country" else 0.15, "dashArray": "6 6" if o.approximate else None}
-        folium.GeoJson(_geojson(o.geometry, level, SIMPLIFY_DEG[level]), name=f"{level}: {name}",
+        folium.GeoJson(_outline_geojson(table.content_hash(), table, row, level), name=f"{level}: {name}",
                        style_function=lambda _f, s=style: s,
                        tooltip=f"{level.title()}: {html.escape(name)}").add_to(m)
         minx, miny, maxx, maxy = o.geometry.bounds

@@ -103,3 +103,22 @@ def test_map_carries_the_answers_distribution(real):
     # switched off: the world still draws, no choropleth
     plain = prediction_map(pred, p.table, show_probability=False).get_root().render()
     assert "hl-land" in plain and "var pc = {};" in plain  # no probabilities: the JS draws no choropleth
+
+
+def test_the_faster_map_is_the_same_page(real):
+    """Raw elements (no Jinja compile of the inlined Leaflet and the world) and outlines
+    simplified once: the same page, byte for byte, its random element ids aside."""
+    import folium
+
+    from hierloc.viz import map as M
+
+    p, pred = real
+    norm = lambda h: re.sub(r"[0-9a-f]{32}", "ID", h)  # noqa: E731
+    now = norm(M.prediction_map(pred, p.table).get_root().render())
+    raw = M.raw_element
+    try:
+        M.raw_element = folium.Element
+        before = norm(M.prediction_map(pred, p.table).get_root().render())
+    finally:
+        M.raw_element = raw
+    assert now == before

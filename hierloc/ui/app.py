@@ -34,6 +34,12 @@ CSS = """
 .hl-path-inline {font-size:1.2rem; font-weight:700}
 #explore-click {display:none !important}
 .hl-note {font-size:.85rem; opacity:.8}
+.hl-startup {background:#eff6ff; color:#1e3a8a; border:1px solid #93c5fd; border-radius:8px; padding:8px 12px;
+  margin-bottom:8px}
+.hl-startup-ready {background:#f0fdf4; color:#14532d; border-color:#86efac}
+.hl-startup-failed {background:#fee2e2; color:#7f1d1d; border-color:#ef4444}
+.hl-startup-bar {height:8px; background:rgba(30,58,138,.15); border-radius:4px; margin-top:6px; overflow:hidden}
+.hl-startup-bar > span {display:block; height:8px; background:#2563eb}
 .hl-flag {height:1em; width:auto; vertical-align:-0.1em; border-radius:2px; box-shadow:0 0 0 1px rgba(0,0,0,.15)}
 #hl-distances table {table-layout:auto}
 """
@@ -173,8 +179,15 @@ def default_session() -> H.Session:
             return Predictor(preview_engine())
         return load_predictor(profile if profile != "trained" else None)
 
-    return H.Session(default_profile=res.profile, available=available, loader=loader,
-                     examples=H.load_examples(ASSETS_DIR / "examples"))
+    session = H.Session(default_profile=res.profile, available=available, loader=loader,
+                        examples=H.load_examples(ASSETS_DIR / "examples"))
+    from hierloc.hub import cached_file
+    from hierloc.infer.zeroshot import CLIP_REPO
+
+    if res.profile == "zero-shot" and cached_file(CLIP_REPO, ["model.safetensors", "pytorch_model.bin"]) is None:
+        # a first start: the page comes up at once, the weights arrive in the background
+        session.startup = H.StartupDownload(session)
+    return session
 
 
 def build_demo(session: H.Session | None = None):
@@ -190,6 +203,14 @@ def build_demo(session: H.Session | None = None):
                         "read off a hierarchy embedded in hyperbolic space.", elem_id="hl-title")
             profile = gr.Dropdown([(H.PROFILE_LABELS[p], p) for p in session.available], value=session.default_profile,
                                   label="Model", scale=0, min_width=300, elem_id="hl-model")
+        startup = gr.HTML(H.startup_html(session), elem_id="hl-startup")
+        timer = gr.Timer(1.0, active=session.startup is not None)
+
+        def tick():
+            done = session.startup is None or session.startup.progress.stage in ("ready", "failed")
+            return H.startup_html(session), gr.Timer(active=not done)
+
+        timer.tick(tick, None, [startup, timer], api_visibility="private", show_progress="hidden")
         with gr.Accordion("About HierLoc", open=False):
             gr.Markdown(ABOUT + "\n" + H.geometry_about(session.predictor()))
         with gr.Tab("Locate a photo"):

@@ -46,15 +46,84 @@ class Session:
     examples: dict = field(default_factory=dict)
     lock: threading.Lock = field(default_factory=threading.Lock)
     loader: object = None  # profile -> Predictor (tests pass a fake)
+    startup: "StartupDownload | None" = None  # a first start's download, while it runs
 
     def predictor(self, profile: str | None = None):
         profile = profile or self.default_profile
         if profile not in self.available:
             profile = self.default_profile
+        if self.startup is not None and profile == self.startup.profile and not self.startup.ready:
+            profile = "preview"  # its weights are still coming: the offline preview answers meanwhile
         with self.lock:
             if profile not in self.predictors:
                 self.predictors[profile] = self.loader(profile)
             return self.predictors[profile]
+
+
+class StartupDownload:
+    """A first start with zero-shot chosen but CLIP ViT-L/14 not yet in the cache: the
+    weights are downloaded in the background while the page is up and the offline preview
+    answers; the page shows the progress (startup_html) and zero-shot takes over when it
+    is loaded. ``fetch`` (download.fetch_clip) and ``load`` (profile -> Predictor) are
+    given so that tests can fake them."""
+
+    def __init__(self, session: Session, profile: str = "zero-shot", fetch=None, load=None, start: bool = True):
+        from hierloc.download import Progress, fetch_clip
+
+        self.session, self.profile = session, profile
+        self.progress = Progress()
+        self.fetch = fetch or fetch_clip
+        self.load = load or session.loader
+        self.thread = threading.Thread(target=self.run, daemon=True, name="hierloc-first-start")
+        if start:
+            self.thread.start()
+
+    @property
+    def ready(self) -> bool:
+        return self.progress.stage == "ready"
+
+    def run(self) -> None:
+        try:
+            self.fetch(self.progress)
+            self.progress.stage = "loading"
+            predictor = self.load(self.profile)
+            with self.session.lock:
+                self.session.predictors[self.profile] = predictor
+            self.progress.stage = "ready"
+            log.info("first start: %s is ready", self.profile)
+        except Exception as exc:  # the preview keeps answering; the page says what happened
+            self.progress.stage, self.progress.error = "failed", f"{type(exc).__name__}: {exc}"
+            log.warning("first start: %s could not be made ready (%s); the offline preview answers",
+                        self.profile, self.progress.error)
+
+
+def startup_html(session: Session) -> str:
+    """The first start's progress for the page ('' when there is nothing to say)."""
+    job = session.startup
+    if job is None:
+        return ""
+    p = job.progress
+    mb = lambda b: f"{b / 2 ** 20:,.0f} MB" if b < 2 ** 30 else f"{b / 2 ** 30:.2f} GB"  # noqa: E731
+    if p.stage == "ready":
+        return ('<div class="hl-startup hl-startup-ready" role="status">Zero-shot is ready: CLIP ViT-L/14 is '
+                'downloaded and loaded, and answers every photo from now on.</div>')
+    if p.stage == "failed":
+        return (f'<div class="hl-startup hl-startup-failed" role="alert">The zero-shot model could not be made ready '
+                f'({html.escape(p.error)}). The offline preview answers (untrained: not a real prediction); restart '
+                f'the app to try again.</div>')
+    if p.stage == "loading":
+        what = "Loading CLIP ViT-L/14 and preparing the places (a few seconds)..."
+        pct = 100.0
+    else:
+        pct = 100 * p.fraction
+        eta = p.eta_s()
+        left = f", about {eta:,.0f} s left" if eta is not None and p.done_bytes else ""
+        total = f" of {mb(p.total_bytes)}" if p.total_bytes else ""
+        what = (f"Downloading CLIP ViT-L/14 from the Hugging Face hub: {mb(p.done_bytes)}{total}"
+                f" ({pct:.0f}%{left}).")
+    return (f'<div class="hl-startup" role="status"><b>Getting the zero-shot model ready (first start only).</b> '
+            f'{what} Meanwhile the offline preview answers (untrained: not a real prediction).'
+            f'<div class="hl-startup-bar"><span style="width:{pct:.1f}%"></span></div></div>')
 
 
 def atlas_about(table) -> str:

@@ -578,6 +578,11 @@ def build_parser() -> argparse.ArgumentParser:
     ba.add_argument("--threads", type=int, default=0)
     ba.add_argument("--json", action="store_true")
     ba.set_defaults(func=cmd_bench_app)
+    bgpu = bsub.add_parser("gpu", help="the GPU check: search, image path and training speed, as JSON")
+    bgpu.add_argument("--device", default=None)
+    bgpu.add_argument("--small", action="store_true", help="tiny sizes (a CPU test of the check itself)")
+    bgpu.set_defaults(func=lambda a: __import__("hierloc.gpu_check", fromlist=["main"]).main(
+        (["--device", a.device] if a.device else []) + (["--small"] if a.small else [])))
     bg = bsub.add_parser("geoclip", help="decoders on GeoCLIP-space pseudo-photos (a proxy, not real photos)")
     bg.add_argument("--json", action="store_true")
     bg.add_argument("--photos", type=int, default=1000, help="photo locations to sample (default 1000)")

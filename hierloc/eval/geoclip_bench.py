@@ -232,6 +232,23 @@ def decode_centroid_beam(space: Space, u: torch.Tensor, beam: int = 10) -> Decod
     return Decoded(keys_of_paths(space.table, paths), space.table.lat_deg[rows], space.table.lon_deg[rows])
 
 
+def gallery_decoder(latlon: np.ndarray):
+    """Zero-shot's tree posterior with your own locations added to its support points
+    (infer.zeroshot.custom_gallery)."""
+    from hierloc.infer.zeroshot import TreePosterior
+
+    cache: dict = {}
+
+    def decode(space: Space, u: torch.Tensor) -> Decoded:
+        if "post" not in cache:
+            cache["post"] = TreePosterior.for_table(space.table, space.loc[3], extra_latlon=latlon)
+        res = cache["post"].search(u, k=1)
+        gps = res.gps[:, 0].numpy()
+        return Decoded(keys_of_paths(space.table, res.best.numpy()), gps[:, 0], gps[:, 1])
+
+    return decode
+
+
 def decode_tree_posterior(space: Space, u: torch.Tensor) -> Decoded:
     """The zero-shot profile as shipped: infer.zeroshot.TreePosterior."""
     res = space.posterior.search(u, k=1)

@@ -477,7 +477,7 @@ def trained_engine(source: str, device: str = "cpu") -> Engine:
 
 
 def zeroshot_engine(table: PlaceTable | None = None, device: str = "cpu", random_weights: bool = False,
-                    fast: str | None = None, background: bool = True) -> Engine:
+                    fast: str | None = None, background: bool = True, gallery=None) -> Engine:
     """CLIP ViT-L/14 + GeoCLIP in the Lorentz model (see infer.zeroshot); on a CPU the
     image path runs on ONNX Runtime once its fast model is built (fast: HIERLOC_FAST's
     values; background: build it in a thread when it is not cached)."""
@@ -486,8 +486,10 @@ def zeroshot_engine(table: PlaceTable | None = None, device: str = "cpu", random
     from hierloc.infer import zeroshot as zs
 
     table = table or default_places()
+    gallery = gallery or os.environ.get(zs.GALLERY_ENV) or None
+    extra = zs.custom_gallery(gallery) if gallery else None
     image_path = zs.image_path_for(device, random_weights=random_weights, fast=fast, background=background)
-    posterior = zs.TreePosterior.for_table(table, location_features(table)[3])
+    posterior = zs.TreePosterior.for_table(table, location_features(table)[3], extra_latlon=extra)
     points = zs.place_points(posterior.place_directions())
     geometry = Geometry("lorentz", 1.0)
 
@@ -498,7 +500,8 @@ def zeroshot_engine(table: PlaceTable | None = None, device: str = "cpu", random
     def search(z, k):
         return posterior.search(z[:, 1:], k)  # exp_0 keeps the direction: z's space part is along u
 
-    desc = "CLIP ViT-L/14 (OpenAI) + GeoCLIP" + (" [random CLIP weights]" if random_weights else "")
+    desc = ("CLIP ViT-L/14 (OpenAI) + GeoCLIP" + (" [random CLIP weights]" if random_weights else "")
+            + (f" + {len(extra):,} locations of your own ({Path(str(gallery)).name})" if extra is not None else ""))
     return Engine("zero-shot", desc, random_weights, table, geometry, points, 1.0, encode, search=search,
                   view=trained_view(table, "geoclip"), image_path=image_path)
 

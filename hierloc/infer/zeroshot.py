@@ -200,6 +200,57 @@ def gallery_features(cache: Path | None = None, batch: int = 8192) -> torch.Tens
     return f.float()
 
 
+GALLERY_ENV = "HIERLOC_GALLERY"
+
+
+def location_unit_cached(latlon: np.ndarray) -> torch.Tensor:
+    """Unit GeoCLIP location features of points (M, 2) degrees -> (M, 512), cached by the
+    points' own bytes (HIERLOC_CACHE/location/gallery-<hash>)."""
+    import hashlib
+
+    from safetensors.torch import load_file, save_file
+
+    from hierloc.data.place_features import load_geoclip_location_encoder
+    from hierloc.paths import cache_dir
+
+    ll = np.ascontiguousarray(latlon, dtype=np.float64)
+    cache = cache_dir() / "location" / f"gallery-{hashlib.sha256(ll.tobytes()).hexdigest()[:20]}.safetensors"
+    if cache.exists():
+        return load_file(str(cache))["features"].float()
+    enc = load_geoclip_location_encoder()
+    pts = torch.as_tensor(ll, dtype=torch.float32)
+    with torch.inference_mode():
+        f = torch.cat([enc(pts[i:i + 8192]) for i in range(0, len(pts), 8192)])
+    f = nn.functional.normalize(f, dim=-1)
+    cache.parent.mkdir(parents=True, exist_ok=True)
+    tmp = cache.with_suffix(".tmp")
+    save_file({"features": f.half().contiguous()}, str(tmp))
+    tmp.replace(cache)
+    return f
+
+
+def custom_gallery(source) -> np.ndarray:
+    """Your own locations for zero-shot's posterior: a CSV of latitude/longitude (also
+    lat/lon), or a folder of photos (their GPS, from EXIF). -> (M, 2) degrees."""
+    from pathlib import Path
+
+    p = Path(source)
+    if p.is_dir():
+        from hierloc.infer.batch import expand_inputs
+        from hierloc.images import read_exif_gps
+
+        pts = [g for g in (read_exif_gps(f) for f in expand_inputs([str(p)])) if g is not None]
+        if not pts:
+            raise ValueError(f"no photo in {p} has a GPS position in its EXIF: nothing to add to the gallery")
+        return np.array([[g.lat_deg, g.lon_deg] for g in pts], dtype=np.float64)
+    if not p.exists():
+        raise FileNotFoundError(f"gallery {p} does not exist (give a CSV of latitude, longitude or a folder of photos)")
+    from hierloc.eval.geoclip_bench import read_locations
+
+    lat, lon = read_locations(p)
+    return np.stack([lat, lon], 1)
+
+
 def _scatter_logsumexp(logits: torch.Tensor, index: torch.Tensor, n: int) -> torch.Tensor:
     """Per row, logsumexp of the columns that share an index: (B, M), (M,) -> (B, n);
     -inf where an index has no column."""
@@ -252,8 +303,10 @@ class TreePosterior:
 
     @classmethod
     def for_table(cls, table, city_features: torch.Tensor, with_gallery: bool = True,
-                  temperature: float = POSTERIOR_TEMPERATURE) -> "TreePosterior":
-        """Cities of ``table`` (features (N_city, 512)) plus, by default, the gallery."""
+                  temperature: float = POSTERIOR_TEMPERATURE, extra_latlon: np.ndarray | None = None) -> "TreePosterior":
+        """Cities of ``table`` (features (N_city, 512)) plus, by default, the gallery, plus
+        ``extra_latlon`` (M, 2) degrees: a custom gallery of your own locations (see
+        custom_gallery), filed under their cities like GeoCLIP's."""
         city = table.level_slice("city")
         n_city = city.stop - city.start
         unit = [nn.functional.normalize(city_features.float(), dim=-1)]
@@ -264,6 +317,11 @@ class TreePosterior:
             unit.append(gallery_features())
             cities.append(_file_under_cities(table, g_ll) - city.start)
             latlon.append(g_ll)
+        if extra_latlon is not None and len(extra_latlon):
+            extra_latlon = np.asarray(extra_latlon, dtype=np.float64)
+            unit.append(location_unit_cached(extra_latlon))
+            cities.append(_file_under_cities(table, extra_latlon) - city.start)
+            latlon.append(extra_latlon)
         starts = [table.level_slice(lv).start for lv in range(4)]
         parents = [None] + [table.parent[table.level_slice(lv)] - starts[lv - 1] for lv in range(1, 4)]
         return cls(torch.cat(unit), np.concatenate(cities), np.concatenate(latlon), parents,

@@ -148,3 +148,37 @@ def test_place_directions_pool_what_lies_below():
     assert torch.allclose(d[0][0], _unit(cities[:4].sum(0)), atol=1e-6)
     assert torch.allclose(d[3], cities, atol=1e-6)
     assert [x.shape[0] for x in d] == [2, 2, 2, 5]
+
+
+def test_custom_gallery_from_a_csv_and_a_folder(tmp_path, data_dir):
+    csv = tmp_path / "mine.csv"
+    csv.write_text("latitude,longitude\n40.76,-111.89\n37.0,-113.5\nnot,a number\n")
+    pts = zs.custom_gallery(csv)
+    assert pts.shape == (2, 2) and pts[0, 0] == 40.76
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    import shutil
+
+    shutil.copy(data_dir / "exif" / "DSCN0010.jpg", folder / "a.jpg")  # GPS in its EXIF (Arezzo)
+    shutil.copy(data_dir / "exif" / "Canon_40D.jpg", folder / "b.jpg")  # no GPS: skipped
+    pts = zs.custom_gallery(folder)
+    assert pts.shape == (1, 2) and abs(pts[0, 0] - 43.467) < 0.01
+    with pytest.raises(FileNotFoundError):
+        zs.custom_gallery(tmp_path / "nowhere.csv")
+
+
+@pytest.mark.slow
+def test_gallery_points_join_the_posterior_and_answer(places):
+    """A custom location becomes a support point under its city: a photo whose feature is
+    that location's answers with that location's GPS."""
+    from hierloc.data.place_features import location_features
+
+    extra = np.array([[40.7608, -111.8910], [38.5733, -109.5498]])  # Salt Lake City, Moab
+    city_feats = location_features(places)[3]
+    base = zs.TreePosterior.for_table(places, city_feats)
+    mine = zs.TreePosterior.for_table(places, city_feats, extra_latlon=extra)
+    assert len(mine.support) == len(base.support) + 2
+    u = zs.location_unit_cached(extra)
+    res = mine.search(u, k=1)
+    assert np.allclose(res.gps[:, 0].numpy(), extra, atol=1e-6)
+    assert [str(places.key[places.level_slice(0).start + int(c)]) for c in res.best[:, 0]] == ["US", "US"]

@@ -81,8 +81,9 @@ def all_metrics(pred_lat, pred_lon, true_lat, true_lon, pred_keys=None, true_key
     return out
 
 
-def markdown_table(results: dict[str, dict]) -> str:
-    """Results (name -> metrics) beside the published OSV-5M numbers, as markdown."""
+def markdown_table(results: dict[str, dict], published: bool = True) -> str:
+    """Results (name -> metrics), beside the published OSV-5M numbers (published=True:
+    only when the photos are OSV-5M's), as markdown."""
     head = "| method | country | region | sub-region | city | mean km | median km | GeoScore |\n|---|---|---|---|---|---|---|---|"
     rows = []
 
@@ -93,7 +94,7 @@ def markdown_table(results: dict[str, dict]) -> str:
         acc = m.get("accuracy", {})
         rows.append(f"| {name} | " + " | ".join(pct(acc.get(lv)) for lv in LEVELS)
                     + f" | {m['mean_km']:.0f} | {m['median_km']:.1f} | {m['geoscore']:.0f} |")
-    for name, (c, r, s, ci, mean_km, gs) in PUBLISHED.items():
+    for name, (c, r, s, ci, mean_km, gs) in (PUBLISHED.items() if published else ()):
         cells = ["-" if v is None else f"{v:.1f}" for v in (c, r, s, ci)]
         rows.append(f"| {name} (published) | " + " | ".join(cells) + f" | {mean_km} | - | {gs} |")
     return "\n".join([head, *rows])

@@ -151,6 +151,22 @@ class PlaceTable:
         kwargs.update(columns)
         return PlaceTable(**kwargs, source=source)
 
+    def subset(self, rows, source: str | None = None) -> "PlaceTable":
+        """The places of ``rows`` and all their ancestors, in this table's order (so still
+        sorted by level and key), parents renumbered."""
+        keep = np.zeros(len(self), dtype=bool)
+        cur = np.unique(np.asarray(rows, dtype=np.int64))
+        while len(cur):
+            keep[cur] = True
+            cur = self.parent[cur]
+            cur = np.unique(cur[cur >= 0])
+        old = np.flatnonzero(keep)
+        new_index = np.full(len(self), -1, dtype=np.int64)
+        new_index[old] = np.arange(len(old))
+        parent = np.where(self.parent[old] >= 0, new_index[np.maximum(self.parent[old], 0)], -1).astype(np.int32)
+        cols = {c: getattr(self, c)[old] for c in COLUMNS if c != "parent"}
+        return PlaceTable(**cols, parent=parent, source=source or f"{self.source} (subset)")
+
     def save(self, path: str | Path) -> Path:
         """Write a parquet file (atomic: a temporary file renamed into place)."""
         import pyarrow as pa

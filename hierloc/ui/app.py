@@ -42,6 +42,9 @@ CSS = """
 .hl-startup-bar > span {display:block; height:8px; background:#2563eb}
 .hl-flag {height:1em; width:auto; vertical-align:-0.1em; border-radius:2px; box-shadow:0 0 0 1px rgba(0,0,0,.15)}
 #hl-distances table {table-layout:auto}
+.hl-eval-table {border-collapse:collapse; margin-top:6px; font-size:.85rem}
+.hl-eval-table td, .hl-eval-table th {border:1px solid rgba(128,128,128,.35); padding:2px 6px; text-align:right}
+.hl-eval-table td:first-child {text-align:left}
 """
 
 ATLAS_CSS = """
@@ -157,6 +160,8 @@ def atlas_disk(gr, session: H.Session, elem_id: str, value: dict | None = None):
 
 def default_session() -> H.Session:
     """The real session: profiles available here, the resolved default, the examples."""
+    from pathlib import Path
+
     from hierloc.infer.predictor import (GEOCLIP_BACKBONE, Predictor, checkpoint_backbone, find_checkpoint,
                                          load_predictor, preview_engine, resolve_model, zeroshot_available)
     from hierloc.paths import CHECKPOINTS_DIR
@@ -181,6 +186,9 @@ def default_session() -> H.Session:
 
     session = H.Session(default_profile=res.profile, available=available, loader=loader,
                         examples=H.load_examples(ASSETS_DIR / "examples"))
+    source = Path(res.source) if res.profile == "trained" and res.source else ckpt
+    if source is not None:
+        session.labels["trained"] = f"trained HierLoc checkpoint {source.name}"
     from hierloc.hub import cached_file
     from hierloc.infer.zeroshot import CLIP_REPO
 
@@ -201,7 +209,7 @@ def build_demo(session: H.Session | None = None):
         with gr.Row(equal_height=True):
             gr.Markdown("# HierLoc: where was this photo taken?\nA path of places, from country to city, "
                         "read off a hierarchy embedded in hyperbolic space.", elem_id="hl-title")
-            profile = gr.Dropdown([(H.PROFILE_LABELS[p], p) for p in session.available], value=session.default_profile,
+            profile = gr.Dropdown([(session.label(p), p) for p in session.available], value=session.default_profile,
                                   label="Model", scale=0, min_width=300, elem_id="hl-model")
         startup = gr.HTML(H.startup_html(session), elem_id="hl-startup")
         timer = gr.Timer(1.0, active=session.startup is not None)
@@ -254,7 +262,8 @@ def build_demo(session: H.Session | None = None):
                         "results as CSV and GeoJSON (the same files as `python -m hierloc predict`). " + PRIVACY)
             with gr.Row():
                 with gr.Column(scale=4, min_width=300):
-                    many = gr.File(label="Photos or a zip", file_count="multiple", file_types=["image", ".zip"],
+                    many = gr.File(label="Photos or a zip (and a labels CSV, to score the answers)",
+                                   file_count="multiple", file_types=["image", ".zip", ".csv"],
                                    elem_id="hl-many")
                     many_go = gr.Button("Locate all", variant="primary", elem_id="hl-many-go")
                     many_files = gr.File(label="Results (CSV, GeoJSON)", file_count="multiple", interactive=False,

@@ -47,6 +47,10 @@ class Session:
     lock: threading.Lock = field(default_factory=threading.Lock)
     loader: object = None  # profile -> Predictor (tests pass a fake)
     startup: "StartupDownload | None" = None  # a first start's download, while it runs
+    labels: dict = field(default_factory=dict)  # profile -> its name in the Model menu (else PROFILE_LABELS)
+
+    def label(self, profile: str) -> str:
+        return self.labels.get(profile, PROFILE_LABELS.get(profile, profile))
 
     def predictor(self, profile: str | None = None):
         profile = profile or self.default_profile
@@ -603,6 +607,8 @@ def _expand_uploads(paths: list[str], work: Path) -> tuple[list[tuple[str, Path]
 
     items, bad = [], []
     for p in map(Path, paths):
+        if p.suffix.lower() == ".csv":  # a labels file: read by locate_many, not a photo
+            continue
         if p.suffix.lower() == ".zip":
             try:
                 items += _unzip(p, work, MAX_BATCH_FILES - len(items))
@@ -612,6 +618,67 @@ def _expand_uploads(paths: list[str], work: Path) -> tuple[list[tuple[str, Path]
         else:
             items.append((p.name, p))
     return items[:MAX_BATCH_FILES], bad
+
+
+def _uploaded_labels(paths: list[str]) -> tuple[dict, list]:
+    """{photo file name: (lat, lon)} from uploaded CSV files (the layouts `eval --images`
+    reads), and (name, reason) for those that cannot be read."""
+    from hierloc.train.own_photos import read_labels
+
+    out, bad = {}, []
+    for p in map(Path, paths):
+        if p.suffix.lower() != ".csv":
+            continue
+        try:
+            out.update({k: v for k, v in read_labels(p).items() if np.isfinite(v[0]) and np.isfinite(v[1])})
+        except (ValueError, OSError, pd.errors.ParserError) as exc:
+            bad.append((p.name, f"This labels file cannot be read: {exc}"))
+    return out, bad
+
+
+def batch_evaluation(preds: list, truths: list) -> dict:
+    """The benchmark's metrics of predictions against true GPS positions, as `eval
+    --images` computes them from GPS-only labels (true places by the benchmark's reverse
+    geocoding), beside always answering the most common true place of these photos."""
+    from hierloc.eval.evaluate import reverse_geocoded_keys
+    from hierloc.eval.metrics import all_metrics
+
+    tlat = np.array([t[0] for t in truths], dtype=float)
+    tlon = np.array([t[1] for t in truths], dtype=float)
+    plat = np.array([p.latitude for p in preds], dtype=float)
+    plon = np.array([p.longitude for p in preds], dtype=float)
+    true = reverse_geocoded_keys(tlat, tlon)
+    own = {lv: np.array([p.path[i]["key"] for p in preds], dtype=object) for i, lv in enumerate(LEVELS)}
+    model = all_metrics(plat, plon, tlat, tlon, pred_keys=own, true_keys=true, rg_keys=reverse_geocoded_keys(plat, plon))
+    n = len(preds)
+    common = {lv: pd.Series(true[lv]).value_counts().index[0] for lv in LEVELS}
+    from hierloc.geo.places import default_places
+
+    geo = default_places()
+    c = geo.index(common["city"])
+    base = all_metrics(np.full(n, geo.lat_deg[c]), np.full(n, geo.lon_deg[c]), tlat, tlon,
+                       pred_keys={lv: np.full(n, common[lv], dtype=object) for lv in LEVELS}, true_keys=true)
+    return {"photos": n, "model": model, "most_common": base}
+
+
+def evaluation_html(res: dict, model_label: str) -> str:
+    from hierloc.eval.metrics import THRESHOLDS_KM
+
+    def pct(v):
+        return "-" if v is None or (isinstance(v, float) and np.isnan(v)) else f"{100 * v:.1f}"
+
+    head = "".join(f"<th>{h}</th>" for h in ["", "country", "region", "sub-region", "city",
+                                               *[f"{t} km" for t in THRESHOLDS_KM], "median km", "GeoScore"])
+    body = ""
+    for name, m in ((model_label, res["model"]), ("always the most common place of these photos", res["most_common"])):
+        cells = [pct(m["accuracy"].get(lv)) for lv in LEVELS] + [pct(m["acc_km"][str(t)]) for t in THRESHOLDS_KM]
+        body += (f"<tr><td>{html.escape(name)}</td>" + "".join(f"<td>{c}</td>" for c in cells)
+                 + f"<td>{m['median_km']:,.1f}</td><td>{m['geoscore']:.0f}</td></tr>")
+    return (f'<div class="hl-batch-eval"><b>Scored on the {res["photos"]} photos whose true location is known</b> '
+            f'(GPS tag, labels file or example label; places by the benchmark\'s reverse geocoding, as '
+            f'<code>hierloc eval --images</code> scores them); accuracy and within-km in %. The most-common-place row '
+            f'knows these photos\' own places, so it is an optimistic baseline.'
+            f'<table class="hl-eval-table"><tr>{head}</tr>{body}</table></div>')
 
 
 def _batch_row(name: str, pred, truth) -> dict:
@@ -642,6 +709,7 @@ def locate_many(session: Session, files, beam: int = 10, profile: str | None = N
         return (result_html_message("Drop several photos, or a zip of photos, to locate them all at once."),
                 empty_map_html("The map of all the guesses appears here."), pd.DataFrame(columns=BATCH_COLUMNS), None)
     work = Path(tempfile.mkdtemp(prefix="hierloc-batch-"))
+    labels, label_problems = _uploaded_labels(paths)
     try:
         items, bad = _expand_uploads(paths, work)
         predictor = session.predictor(profile)
@@ -661,7 +729,10 @@ def locate_many(session: Session, files, beam: int = 10, profile: str | None = N
     for (name, _), pred in zip(items, preds):
         truth = None
         ex = session.examples.get(name)
-        if pred.ok and ex is not None:
+        if pred.ok and name in labels:
+            tlat, tlon = labels[name]
+            truth = (tlat, tlon, "labels", float(haversine_km(pred.latitude, pred.longitude, tlat, tlon)))
+        elif pred.ok and ex is not None:
             truth = (ex.latitude, ex.longitude, ex.label,
                      float(haversine_km(pred.latitude, pred.longitude, ex.latitude, ex.longitude)))
         elif pred.ok and pred.exif_latitude is not None:
@@ -669,7 +740,7 @@ def locate_many(session: Session, files, beam: int = 10, profile: str | None = N
         rows.append(_batch_row(name, pred, truth))
         truths.append(truth)
         records.append(record(Path(name), pred))
-    for name, reason in bad:
+    for name, reason in bad + label_problems:
         rows.append({**{c: None for c in BATCH_COLUMNS}, "file": name, "path": "", "true location": "", "problem": reason})
     out = Path(tempfile.mkdtemp(prefix="hierloc-results-"))
     downloads = []
@@ -685,6 +756,10 @@ def locate_many(session: Session, files, beam: int = 10, profile: str | None = N
     good = [(p, t) for p, t in zip(preds, truths) if p.ok]
     map_html = (to_iframe(batch_map([p for p, _ in good], predictor.table, [t for _, t in good])) if good
                 else empty_map_html("No photo could be located."))
+    scored = [(p, t) for p, t in good if t is not None]
+    if scored:
+        summary += evaluation_html(batch_evaluation([p for p, _ in scored], [t[:2] for _, t in scored]),
+                                   session.label(predictor.profile))
     if progress is not None:
         progress(1.0, desc="done")
     return summary, map_html, pd.DataFrame(rows, columns=BATCH_COLUMNS), downloads

@@ -155,3 +155,38 @@ def test_locate_many_answers_each_file_and_forgets_the_uploads(session, tmp_path
 def test_locate_many_without_files_says_what_to_do(session):
     summary, _, rows, files = H.locate_many(session, [], 10)
     assert "Drop several photos" in summary and rows.empty and files is None
+
+
+@pytest.mark.slow
+def test_many_photos_with_labels_scores_them_as_eval_images_does(tmp_path, data_dir):
+    """Photos dropped with a labels CSV: the page's scores for the model that answers are
+    the numbers `eval --images` gives on the same photos, beside the most common place."""
+    import shutil
+
+    from hierloc.eval.folder import evaluate_folder
+    from hierloc.infer.predictor import Predictor, preview_engine
+
+    preview = Predictor(preview_engine())
+    session = H.Session(default_profile="preview", available=["preview"], loader=lambda p: preview)
+    src = data_dir / "im2gps3k_small"
+    names = sorted(p.name for p in src.glob("*.jpg"))[:8]
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    labels = pd.read_csv(src / "labels.csv")
+    labels = labels[labels["file"].isin(names)][["file", "latitude", "longitude"]]
+    labels.to_csv(folder / "labels.csv", index=False)
+    ref = evaluate_folder(src, folder / "labels.csv", predictor=preview)
+    uploads = []
+    for n in names:
+        shutil.copy(src / n, tmp_path / n)
+        uploads.append(str(tmp_path / n))
+    shutil.copy(folder / "labels.csv", tmp_path / "labels.csv")
+    summary, _, rows, _ = H.locate_many(session, uploads + [str(tmp_path / "labels.csv")], 10, None)
+    assert "Scored on the 8 photos whose true location is known" in summary
+    assert "always the most common place of these photos" in summary
+    assert set(rows["true location"].str.contains("labels")) == {True}
+    res = H.batch_evaluation(preview.predict_many([src / n for n in names]), labels[["latitude", "longitude"]].values)
+    for lv in ("country", "region"):
+        assert res["model"]["accuracy"][lv] == pytest.approx(ref["accuracy"][lv])
+    assert res["model"]["median_km"] == pytest.approx(ref["median_km"])
+    assert f"{ref['median_km']:,.1f}" in summary

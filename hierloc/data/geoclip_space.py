@@ -2,7 +2,7 @@
 
 A photo is a location (where photos are taken) and a 512-d feature made from it by
 GeoCLIP's pretrained location encoder with the benchmark's noise model
-(hierloc.eval.geoclip_bench): u = normalise(loc(GPS') + s n), a share of the photos
+(hierloc.data.pseudo_photos, shared with the benchmark): u = normalise(loc(GPS') + s n), a share of the photos
 encoded at a nearby GPS'. Each photo of a batch gets its own noise level, drawn
 uniformly between 0 and ``noise_max`` times the calibrated one, so that a head trained
 on them does not fit one level. Its ground truth is the benchmark's protocol (the
@@ -28,98 +28,11 @@ import numpy as np
 import torch
 
 from hierloc import LEVELS
+from hierloc.data.pseudo_photos import (  # noqa: F401 (shared with the benchmark)
+    CALIBRATED, CELL_DEG, HOLDOUT_SHARE, SOURCES, LocationSource, cell_of, held_out, in_split, location_pool,
+    location_unit, noisy_features)
 
 log = logging.getLogger(__name__)
-
-CELL_DEG = 1.0
-HOLDOUT_SHARE = 0.1
-SOURCES = ("cities", "gallery")
-
-
-def cell_of(lat_deg, lon_deg, cell_deg: float = CELL_DEG) -> np.ndarray:
-    """Integer id of the lat/lon cell of each point: (N,) -> (N,) int64."""
-    i = np.floor((np.asarray(lat_deg, dtype=np.float64) + 90.0) / cell_deg).astype(np.int64)
-    j = np.floor((np.asarray(lon_deg, dtype=np.float64) + 180.0) / cell_deg).astype(np.int64)
-    return i * 100_000 + j
-
-
-def held_out(lat_deg, lon_deg, share: float = HOLDOUT_SHARE, cell_deg: float = CELL_DEG) -> np.ndarray:
-    """True where a point lies in a held-out (test) cell: a fixed hash of the cell id
-    (splitmix64), so the split never depends on the data or a seed."""
-    x = cell_of(lat_deg, lon_deg, cell_deg).astype(np.uint64)
-    with np.errstate(over="ignore"):
-        x = x + np.uint64(0x9E3779B97F4A7C15)
-        x = (x ^ (x >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
-        x = (x ^ (x >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
-        x = x ^ (x >> np.uint64(31))
-    return (x >> np.uint64(11)).astype(np.float64) / float(2 ** 53) < share
-
-
-def in_split(lat_deg, lon_deg, split: str) -> np.ndarray:
-    if split == "all":
-        return np.ones(len(np.asarray(lat_deg)), dtype=bool)
-    test = held_out(lat_deg, lon_deg)
-    if split == "test":
-        return test
-    if split == "train":
-        return ~test
-    raise ValueError(f"split must be all, train or test, got {split!r}")
-
-
-def location_pool(where: str, table=None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """The points photos are drawn around, and their weights: every city of the offline
-    hierarchy weighted by population (at least 1,000), or GeoCLIP's gallery, uniform."""
-    if where not in SOURCES:
-        raise ValueError(f"unknown photo locations {where!r}: expected one of {SOURCES}")
-    if where == "cities":
-        from hierloc.geo.places import default_places
-
-        table = table or default_places()
-        city = table.level_slice("city")
-        pop = np.nan_to_num(table.population[city], nan=1000.0).clip(min=1000.0)
-        return table.lat_deg[city], table.lon_deg[city], pop
-    from hierloc.infer.zeroshot import gallery_latlon
-
-    g = gallery_latlon()
-    return g[:, 0], g[:, 1], np.ones(len(g))
-
-
-class LocationSource:
-    """Where photos are taken: draws jittered locations of one split."""
-
-    def __init__(self, where: str = "cities", split: str = "train", table=None, jitter_km: float = 3.0):
-        self.where, self.split, self.jitter_km = where, split, jitter_km
-        lat, lon, weight = location_pool(where, table)
-        keep = in_split(lat, lon, split)  # the point itself; jittered draws are checked again
-        if not keep.any():
-            raise ValueError(f"no {where} location falls in the {split} split")
-        self.lat, self.lon = lat[keep], lon[keep]
-        self.p = weight[keep] / weight[keep].sum()
-
-    def draw(self, n: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
-        from hierloc.data.synthetic import jitter
-
-        lat_out, lon_out, have = [], [], 0
-        while have < n:
-            pick = rng.choice(len(self.lat), size=max(16, int(1.2 * (n - have))), p=self.p)
-            lat, lon = jitter(self.lat[pick], self.lon[pick], self.jitter_km, rng)
-            ok = in_split(lat, lon, self.split)
-            lat_out.append(lat[ok])
-            lon_out.append(lon[ok])
-            have += int(ok.sum())
-        return np.concatenate(lat_out)[:n], np.concatenate(lon_out)[:n]
-
-
-def noisy_features(encoder, lat_deg, lon_deg, levels, noise, rng: np.random.Generator) -> torch.Tensor:
-    """Pseudo-photo features (N, 512), photo i at noise ``levels[i]`` x ``noise``."""
-    from hierloc.eval.geoclip_bench import FEATURE_DIM, displace_some, location_unit
-
-    levels = np.broadcast_to(np.asarray(levels, dtype=np.float64), (len(lat_deg),))
-    lat, lon = displace_some(lat_deg, lon_deg, np.minimum(1.0, noise.share_displaced * levels), noise, rng)
-    w = location_unit(encoder, lat, lon)
-    gauss = torch.from_numpy(rng.standard_normal(w.shape).astype(np.float32)) / FEATURE_DIM ** 0.5
-    s = torch.as_tensor(noise.isotropic * levels, dtype=torch.float32)[:, None]
-    return torch.nn.functional.normalize(w + s * gauss, dim=-1)
 
 
 @dataclass
@@ -135,7 +48,6 @@ class GeoClipPhotos:
     def __init__(self, table, where: str = "cities", split: str = "train", noise_max: float = 1.5,
                  noise=None, encoder=None):
         from hierloc.data.place_features import load_geoclip_location_encoder
-        from hierloc.eval.geoclip_bench import CALIBRATED
         from hierloc.geo.reverse import ReverseGeocoder
 
         self.table = table
@@ -193,7 +105,6 @@ def mean_location_features(table, where: str, n: int = 200_000, seed: int = 0, e
 
 def _mean_location_features(table, where: str, n: int, seed: int, encoder=None) -> list[torch.Tensor]:
     from hierloc.data.place_features import load_geoclip_location_encoder, mean_image_features
-    from hierloc.eval.geoclip_bench import location_unit
     from hierloc.geo.reverse import ReverseGeocoder
 
     rng = np.random.default_rng(seed)

@@ -17,7 +17,8 @@ with two kinds of blur (:class:`NoiseModel`):
   furniture); with isotropic noise alone the errors are either tiny or global, and the
   accuracy curve over 25..2500 km comes out flatter than any published one.
 
-Calibration (``CALIBRATED``): s, q and the displacement were set so that GeoCLIP's own
+Calibration (``CALIBRATED``, in hierloc.data.pseudo_photos with the rest of the noise model
+and the location pools, shared with GeoCLIP-space training): s, q and the displacement were set so that GeoCLIP's own
 decoder (arg-max cosine over the 100k GPS gallery in the geoclip wheel) reproduces
 GeoCLIP's published Im2GPS3k accuracy within a few points at 25/200/750/2500 km; the
 numbers are in the README. Noise levels are multiples of the calibrated one (s and q
@@ -32,124 +33,27 @@ from __future__ import annotations
 
 import logging
 import time
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
 
 from hierloc import LEVELS
-from hierloc.data.synthetic import jitter
+from hierloc.data.pseudo_photos import (  # noqa: F401 (the benchmark's names, shared with training)
+    CALIBRATED, FEATURE_DIM, NoiseModel, displace, displace_some, location_unit, photo_features, read_locations,
+    sample_locations)
 from hierloc.eval.evaluate import keys_of_paths
 from hierloc.eval.metrics import PUBLISHED_IM2GPS3K, THRESHOLDS_KM, all_metrics
 
 log = logging.getLogger(__name__)
 
-FEATURE_DIM = 512
 DEFAULT_LEVELS = (0.0, 0.5, 1.0, 1.5)
-
-
-@dataclass(frozen=True)
-class NoiseModel:
-    """How a photo's GeoCLIP feature strays from loc(true GPS) (see the module docstring)."""
-
-    isotropic: float = 3.5            # s: norm of the added Gaussian vector, relative to 1
-    share_displaced: float = 0.35     # q: share of photos that look like somewhere near
-    displace_median_km: float = 300.0
-    displace_sigma: float = 1.0       # log-normal spread of the displacement
-
-    def __post_init__(self):
-        if self.isotropic < 0 or not 0 <= self.share_displaced <= 1 or self.displace_median_km <= 0:
-            raise ValueError(f"invalid noise model {self}")
-
-    def at(self, level: float) -> "NoiseModel":
-        """This model scaled by ``level`` (0: no noise; 1: as calibrated)."""
-        return replace(self, isotropic=self.isotropic * level,
-                       share_displaced=min(1.0, self.share_displaced * level))
-
-
-CALIBRATED = NoiseModel()
 
 
 # ---------------------------------------------------------------------------------------
 # photo locations and features
 # ---------------------------------------------------------------------------------------
-def sample_locations(n: int, where: str = "cities", seed: int = 0, jitter_km: float = 3.0, table=None,
-                     split: str = "all"):
-    """(lat_deg, lon_deg) of n photos: 'cities' (population-weighted cities of the
-    offline hierarchy) or 'gallery' (GeoCLIP's 100k GPS gallery, uniform), jittered;
-    split 'test': only in the cells GeoCLIP-space training holds out."""
-    from hierloc.data.geoclip_space import SOURCES, LocationSource, location_pool
-
-    rng = np.random.default_rng(seed)
-    if split != "all":
-        return LocationSource(where, split, table, jitter_km).draw(n, rng)
-    if where not in SOURCES:
-        raise ValueError(f"unknown photo locations {where!r}: expected 'cities', 'gallery' or a CSV file")
-    lat, lon, weight = location_pool(where, table)
-    if where == "cities":
-        pick = rng.choice(len(lat), size=n, p=weight / weight.sum())
-    else:
-        pick = rng.choice(len(lat), size=n, replace=n > len(lat))
-    return jitter(lat[pick], lon[pick], jitter_km, rng)
-
-
-def read_locations(path) -> tuple[np.ndarray, np.ndarray]:
-    """A CSV with latitude/longitude columns (also lat/lon, LAT/LON) -> degrees."""
-    import pandas as pd
-
-    df = pd.read_csv(path)
-    cols = {c.lower(): c for c in df.columns}
-    for la, lo in (("latitude", "longitude"), ("lat", "lon"), ("lat", "lng")):
-        if la in cols and lo in cols:
-            lat = pd.to_numeric(df[cols[la]], errors="coerce").to_numpy(dtype=np.float64)
-            lon = pd.to_numeric(df[cols[lo]], errors="coerce").to_numpy(dtype=np.float64)
-            ok = np.isfinite(lat) & np.isfinite(lon) & (np.abs(lat) <= 90) & (np.abs(lon) <= 180)
-            if not ok.any():
-                raise ValueError(f"{path}: no valid latitude/longitude rows")
-            if not ok.all():
-                log.warning("%s: %d rows without a valid latitude/longitude left out", path, int((~ok).sum()))
-            return lat[ok], lon[ok]
-    raise ValueError(f"{path} needs latitude and longitude columns (or lat/lon), found {list(df.columns)}")
-
-
-def displace(lat_deg, lon_deg, dist_km, bearing_rad) -> tuple[np.ndarray, np.ndarray]:
-    """Move points along great circles: the destination of each start, distance, bearing."""
-    R = 6371.0
-    la, lo, d = np.radians(lat_deg), np.radians(lon_deg), np.asarray(dist_km) / R
-    la2 = np.arcsin(np.sin(la) * np.cos(d) + np.cos(la) * np.sin(d) * np.cos(bearing_rad))
-    lo2 = lo + np.arctan2(np.sin(bearing_rad) * np.sin(d) * np.cos(la), np.cos(d) - np.sin(la) * np.sin(la2))
-    return np.degrees(la2), ((np.degrees(lo2) + 180.0) % 360.0) - 180.0
-
-
-def displace_some(lat_deg, lon_deg, share, noise: NoiseModel, rng) -> tuple[np.ndarray, np.ndarray]:
-    """The noise model's structured blur: each point, with probability ``share`` (one value
-    or one per point), moved a log-normal distance in a random direction; copies."""
-    lat, lon = np.array(lat_deg, dtype=np.float64), np.array(lon_deg, dtype=np.float64)
-    moved = rng.random(len(lat)) < share
-    k = int(moved.sum())
-    if k:
-        dist = np.exp(np.log(noise.displace_median_km) + noise.displace_sigma * rng.standard_normal(k))
-        lat[moved], lon[moved] = displace(lat[moved], lon[moved], dist, rng.uniform(0, 2 * np.pi, k))
-    return lat, lon
-
-
-@torch.inference_mode()
-def location_unit(encoder, lat_deg, lon_deg, batch: int = 8192) -> torch.Tensor:
-    """Unit GeoCLIP location features: (N,) degrees -> (N, 512)."""
-    ll = torch.as_tensor(np.stack([lat_deg, lon_deg], 1), dtype=torch.float32)
-    f = torch.cat([encoder(ll[i:i + batch]) for i in range(0, len(ll), batch)])
-    return torch.nn.functional.normalize(f, dim=-1)
-
-
-def photo_features(encoder, lat_deg, lon_deg, noise: NoiseModel, seed: int = 0) -> torch.Tensor:
-    """Pseudo-photo features (N, 512) for photos taken at (lat_deg, lon_deg)."""
-    rng = np.random.default_rng(seed)
-    lat, lon = displace_some(lat_deg, lon_deg, noise.share_displaced, noise, rng)
-    w = location_unit(encoder, lat, lon)
-    g = torch.Generator().manual_seed(seed)
-    gauss = torch.randn(w.shape, generator=g) / FEATURE_DIM ** 0.5  # (N, 512), norm ~ 1
-    return torch.nn.functional.normalize(w + noise.isotropic * gauss, dim=-1)
 
 
 # ---------------------------------------------------------------------------------------

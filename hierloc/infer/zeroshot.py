@@ -245,7 +245,7 @@ def custom_gallery(source) -> np.ndarray:
         return np.array([[g.lat_deg, g.lon_deg] for g in pts], dtype=np.float64)
     if not p.exists():
         raise FileNotFoundError(f"gallery {p} does not exist (give a CSV of latitude, longitude or a folder of photos)")
-    from hierloc.eval.geoclip_bench import read_locations
+    from hierloc.data.pseudo_photos import read_locations
 
     lat, lon = read_locations(p)
     return np.stack([lat, lon], 1)

@@ -71,3 +71,21 @@ def test_benchmark_runs_and_the_shipped_decoder_is_never_worse_than_retrieval():
             > noisy["zero-shot, centroid beam (before)"]["accuracy"]["country"] + 0.2)
     md = gb.markdown(res)
     assert "Not accuracy on real photos" in md and "Calibration" in md
+
+
+def test_training_and_the_benchmark_share_one_noise_module_and_do_not_import_each_other():
+    import ast
+    from pathlib import Path
+
+    from hierloc.data import geoclip_space as gs
+    from hierloc.data import pseudo_photos as pp
+
+    root = Path(gb.__file__).resolve().parents[1]
+    for mod, other in (("data/geoclip_space.py", "hierloc.eval.geoclip_bench"),
+                       ("eval/geoclip_bench.py", "hierloc.data.geoclip_space")):
+        tree = ast.parse((root / mod).read_text())
+        imported = {n.module for n in ast.walk(tree) if isinstance(n, ast.ImportFrom)}
+        assert other not in imported and "hierloc.data.pseudo_photos" in imported
+    # the same objects, not copies: training draws exactly what the benchmark scores
+    assert gb.CALIBRATED is pp.CALIBRATED and gs.noisy_features is pp.noisy_features
+    assert gb.location_unit is gs.location_unit is pp.location_unit

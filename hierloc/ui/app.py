@@ -262,7 +262,7 @@ def build_demo(session: H.Session | None = None):
                         "results as CSV and GeoJSON (the same files as `python -m hierloc predict`). " + PRIVACY)
             with gr.Row():
                 with gr.Column(scale=4, min_width=300):
-                    many = gr.File(label="Photos or a zip (and a labels CSV, to score the answers)",
+                    many = gr.File(label="Photos, a zip, a labels CSV",
                                    file_count="multiple", file_types=["image", ".zip", ".csv"],
                                    elem_id="hl-many")
                     many_go = gr.Button("Locate all", variant="primary", elem_id="hl-many-go")

@@ -363,3 +363,24 @@ def test_many_photos_at_once(app_url, browser, tmp_path):
     assert text.splitlines()[0].startswith("path,ok,error") and len(text.splitlines()) == 5
     page.screenshot(path=str(tmp_path / "many.png"), full_page=True)
     page.close()
+
+
+def test_many_photos_with_a_labels_file_are_scored(app_url, browser, tmp_path):
+    """Real photos and their labels CSV dropped together: the answers are scored in the
+    page, the model's row beside the most common place."""
+    src = Path(__file__).resolve().parents[1] / "data" / "im2gps3k_small"
+    photos = sorted(src.glob("*.jpg"))[:6]
+    page = browser.new_page(viewport={"width": 1280, "height": 900})
+    page.goto(app_url)
+    page.get_by_role("tab", name="Many photos").click()
+    page.wait_for_selector("#hl-many input[type=file]", state="attached", timeout=60_000)
+    page.set_input_files("#hl-many input[type=file]", [*map(str, photos), str(src / "labels.csv")])
+    page.wait_for_timeout(500)
+    page.click("#hl-many-go")
+    page.wait_for_selector("#hl-many-summary .hl-eval-table", timeout=120_000)
+    summary = page.inner_text("#hl-many-summary")
+    assert "Scored on the 6 photos whose true location is known" in summary
+    assert "always the most common place of these photos" in summary and "GeoScore" in summary
+    assert "labels.csv" not in page.inner_text("#hl-many-table")  # the labels are not a photo
+    page.screenshot(path=str(tmp_path / "many_scored.png"), full_page=True)
+    page.close()

@@ -23,7 +23,7 @@ and/or in held-out cells. The README's figures:
 
     python benchmarks/bench_negatives.py --negatives sampled --steps 660 --threads 1
     python benchmarks/bench_negatives.py --negatives mined --steps 180 --threads 1
-    python benchmarks/bench_negatives.py --negatives full --steps 32 --threads 1
+    python benchmarks/bench_negatives.py --negatives full --steps 150 --eval-every 75 --photos 1000
 """
 
 from __future__ import annotations

@@ -41,6 +41,7 @@ def test_scan_says_what_each_file_is(messy):
     assert status["notes.txt"] == "not an image" and status["empty.jpg"] == "not an image"
     assert status["copy of the first.jpg"] == "duplicate"
     assert status["camera/Canon_40D.jpg"] == "no GPS"
+    assert status["camera/corrupted.jpg"] == "no GPS"  # broken EXIF: read as a photo, reported without GPS
     assert status["camera/DSCN0010.jpg"] == "ok"  # GPS from its EXIF (Arezzo)
     assert status["camera/HMD_Nokia_8.3_5G_hdr.heif"] == "ok"
     assert status["labels.csv"] == "labels file" and ".DS_Store" not in status

@@ -13,7 +13,6 @@ import json
 import re
 import statistics
 import time
-from pathlib import Path
 
 
 def _page(html: str) -> str:

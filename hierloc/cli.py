@@ -232,9 +232,9 @@ def cmd_eval(args) -> int:
         im2gps = res.get("layout") == "im2gps3k"
         _print_eval(res, args, {name: res}, published=not im2gps and res.get("truth_from") == "labels")
         if not args.json and "acc_km" in res:
-            from hierloc.eval.metrics import km_table
+            from hierloc.eval.metrics import PUBLISHED_IM2GPS3K, km_table
 
-            print("\n" + km_table({name: res}, published=PUBLISHED_IF(im2gps)))
+            print("\n" + km_table({name: res}, published=PUBLISHED_IM2GPS3K if im2gps else {}))
         return 0
     if not args.checkpoint:
         raise CommandError("give --checkpoint DIR (or --images DIR --labels CSV)")
@@ -262,12 +262,6 @@ def cmd_eval(args) -> int:
                          limit=args.limit)
     _print_eval(res, args, {f"HierLoc ({args.search})": res})
     return 0
-
-
-def PUBLISHED_IF(im2gps: bool) -> dict:  # noqa: N802 (reads as a constant)
-    from hierloc.eval.metrics import PUBLISHED_IM2GPS3K
-
-    return PUBLISHED_IM2GPS3K if im2gps else {}
 
 
 def _print_eval(res: dict, args, rows: dict, published: bool = True) -> None:

@@ -42,11 +42,11 @@ def keys_of_paths(table, best: np.ndarray) -> dict[str, np.ndarray]:
 
 def reverse_geocoded_keys(lat_deg, lon_deg) -> dict[str, np.ndarray]:
     """The benchmark's protocol: nearest GeoNames point of each predicted GPS -> keys."""
-    from hierloc.geo.places import default_places
-    from hierloc.geo.reverse import ReverseGeocoder
+    from hierloc.geo.reverse import benchmark_geocoder
 
-    geo_table = default_places()
-    rows = ReverseGeocoder(geo_table, "benchmark").lookup(lat_deg, lon_deg)
+    rg = benchmark_geocoder()
+    geo_table = rg.table
+    rows = rg.lookup(lat_deg, lon_deg)
     return {level: geo_table.key[geo_table.ancestor_at(rows, lv)].astype(str) for lv, level in enumerate(LEVELS)}
 
 

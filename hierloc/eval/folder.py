@@ -35,8 +35,9 @@ def _predict_in_batches(predictor, paths: list, beam: int, batch: int = 16, prog
 
 
 def evaluate_folder(images, labels, model=None, beam: int = 10, predictor=None) -> dict:
+    from hierloc.eval.evaluate import reverse_geocoded_keys
     from hierloc.geo.places import default_places
-    from hierloc.geo.reverse import ReverseGeocoder
+    from hierloc.geo.reverse import benchmark_geocoder
     from hierloc.infer.predictor import load_predictor
 
     df = pd.read_csv(labels, dtype=str, keep_default_na=False)
@@ -54,11 +55,10 @@ def evaluate_folder(images, labels, model=None, beam: int = 10, predictor=None) 
     if not use_keys and not names_given:  # only GPS: the places by the benchmark's protocol
         df = df.copy()
         gps = np.isfinite(lat) & np.isfinite(lon) & (np.abs(lat) <= 90) & (np.abs(lon) <= 180)
-        geo0 = default_places()
-        rows = ReverseGeocoder(geo0, "benchmark").lookup(lat[gps], lon[gps]) if gps.any() else np.zeros(0, int)
-        for i, lv in enumerate(LEVELS):
+        keys = reverse_geocoded_keys(lat[gps], lon[gps]) if gps.any() else {}
+        for lv in LEVELS:
             col = np.full(len(df), "", dtype=object)
-            col[gps] = geo0.key[geo0.ancestor_at(rows, i)] if len(rows) else []
+            col[gps] = keys.get(lv, [])
             df[f"unique_{lv}"] = col
         use_keys, truth_from = True, "the labels' GPS, reverse-geocoded by the benchmark's protocol"
     preds = _predict_in_batches(predictor, [Path(images) / f for f in df["file"]], beam)
@@ -68,7 +68,7 @@ def evaluate_folder(images, labels, model=None, beam: int = 10, predictor=None) 
     plon = np.array([p.longitude if p.ok else np.nan for p in preds], dtype=float)
 
     geo = default_places()
-    rg_rows = ReverseGeocoder(geo, "benchmark").lookup(plat[ok], plon[ok])
+    rg_rows = benchmark_geocoder().lookup(plat[ok], plon[ok])
 
     def pred_values(level_idx: int) -> list[str]:
         level = LEVELS[level_idx]

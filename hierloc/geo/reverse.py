@@ -150,3 +150,20 @@ class ReverseGeocoder:
     def paths(self, lat_deg, lon_deg) -> list[dict]:
         """JSON-ready paths, one per point: {level: {"key", "name"}}."""
         return [self.table.to_json_path(int(r)) for r in self.lookup(lat_deg, lon_deg)]
+
+
+_BENCHMARK: dict = {}
+
+
+def benchmark_geocoder(table: PlaceTable | None = None) -> ReverseGeocoder:
+    """The benchmark's reverse geocoder over ``table`` (default: the shipped offline
+    hierarchy), built once per table: its search tree takes about a second to build, and
+    every evaluation of a run shares it. The last table asked for is kept."""
+    if table is None:
+        from hierloc.geo.places import default_places
+
+        table = default_places()
+    if _BENCHMARK.get("table") is not table:
+        geocoder = ReverseGeocoder(table, "benchmark")  # raises before the cache changes
+        _BENCHMARK.update(table=table, geocoder=geocoder)
+    return _BENCHMARK["geocoder"]

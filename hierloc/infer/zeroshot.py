@@ -266,10 +266,10 @@ def _scatter_logsumexp(logits: torch.Tensor, index: torch.Tensor, n: int) -> tor
 def _file_under_cities(table, latlon: np.ndarray) -> np.ndarray:
     """City rows of points: the benchmark's reverse geocoding when the table is the
     GeoNames one it needs, else the nearest city of the table on the sphere."""
-    from hierloc.geo.reverse import ReverseGeocoder
+    from hierloc.geo.reverse import benchmark_geocoder
 
     try:
-        return ReverseGeocoder(table, "benchmark").lookup(latlon[:, 0], latlon[:, 1])
+        return benchmark_geocoder(table).lookup(latlon[:, 0], latlon[:, 1])
     except ValueError:
         from scipy.spatial import cKDTree
 

@@ -158,10 +158,9 @@ def summary_lines(df: pd.DataFrame) -> list[str]:
 # ---------------------------------------------------------------------------------------
 def truth_rows(lat, lon) -> np.ndarray:
     """The benchmark's protocol: rows of the nearest GeoNames city (offline hierarchy)."""
-    from hierloc.geo.places import default_places
-    from hierloc.geo.reverse import ReverseGeocoder
+    from hierloc.geo.reverse import benchmark_geocoder
 
-    return ReverseGeocoder(default_places(), "benchmark").lookup(np.asarray(lat), np.asarray(lon))
+    return benchmark_geocoder().lookup(np.asarray(lat), np.asarray(lon))
 
 
 def split_by_cells(lat, lon, seed: int = 0, share: float = TEST_SHARE) -> tuple[np.ndarray, dict]:

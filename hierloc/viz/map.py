@@ -139,8 +139,6 @@ def add_world(m, table, distribution: dict | None = None, top: int = 3) -> None:
     else the photo could be (countries, and the regions of the two likeliest countries),
     with a legend and a switch. Land sits below the tiles: with network the tiles cover
     it, without network it is the map."""
-    import folium
-
     countries = (distribution or {}).get("country", {})
     regions = (distribution or {}).get("region", {})
     best = sorted(countries.items(), key=lambda kv: -kv[1])[:top]

@@ -127,10 +127,13 @@ def cmd_train(args) -> int:
     from hierloc.train.config import GEOCLIP_DEFAULTS, TrainConfig
     from hierloc.train.loop import train
 
-    if sum(map(bool, (args.synthetic, args.geoclip, args.images))) > 1:
-        raise CommandError("--synthetic, --geoclip and --images are different kinds of training: give one")
+    if sum(map(bool, (args.synthetic, args.geoclip, args.images, args.geoclip_recipe))) > 1:
+        raise CommandError("--synthetic, --geoclip, --geoclip-recipe and --images are different kinds of "
+                           "training: give one")
     if args.images:
         return _train_images(args)
+    if args.geoclip_recipe:
+        return _train_recipe(args)
     overrides = list(args.set or [])
     if args.synthetic:
         overrides.insert(0, "data=synthetic")
@@ -143,6 +146,38 @@ def cmd_train(args) -> int:
     except (ValueError, FileNotFoundError) as exc:
         raise CommandError(str(exc)) from None
     folder = train(cfg)
+    print(json.dumps({"checkpoint": str(folder)}))
+    return 0
+
+
+def _train_recipe(args) -> int:
+    """`train --geoclip-recipe`: train.geoclip_recipe, settings from --set KEY=VALUE."""
+    import dataclasses
+
+    from hierloc.train.geoclip_recipe import RecipeConfig, train_recipe
+
+    if args.config:
+        raise CommandError("--geoclip-recipe takes its settings from --set KEY=VALUE, not --config")
+    fields = {f.name for f in dataclasses.fields(RecipeConfig)} - {"extra"}
+    kw = {}
+    for item in args.set or []:
+        key, eq, value = item.partition("=")
+        if not eq or key not in fields:
+            raise CommandError(f"--set {item}: expected KEY=VALUE with KEY one of {sorted(fields)}")
+        try:
+            kw[key] = json.loads(value)
+        except json.JSONDecodeError:
+            kw[key] = value
+        if isinstance(kw[key], list):
+            kw[key] = tuple(kw[key])
+    if args.out:
+        kw["out"] = args.out
+    if args.minutes is not None:
+        kw["minutes"] = args.minutes
+    try:
+        folder = train_recipe(RecipeConfig(**kw))
+    except (ValueError, TypeError) as exc:
+        raise CommandError(str(exc)) from None
     print(json.dumps({"checkpoint": str(folder)}))
     return 0
 
@@ -546,6 +581,8 @@ def build_parser() -> argparse.ArgumentParser:
     tr.add_argument("--synthetic", action="store_true", help="train on GeoSynth (runs anywhere)")
     tr.add_argument("--geoclip", action="store_true",
                     help="train in GeoCLIP's space on pseudo-photos from its location encoder (runs offline)")
+    tr.add_argument("--geoclip-recipe", action="store_true",
+                    help="train in GeoCLIP's space with the recipe that ships (train.geoclip_recipe; runs offline)")
     tr.add_argument("--images", metavar="DIR", help="train on your own geotagged photos (EXIF GPS or --labels)")
     tr.add_argument("--labels", metavar="CSV", help="with --images: file, latitude, longitude (or IMG_ID, LAT, LON)")
     tr.add_argument("--backbone", default="auto",

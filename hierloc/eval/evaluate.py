@@ -10,6 +10,12 @@ from hierloc.eval.metrics import all_metrics
 from hierloc.infer.beam import Hierarchy, beam_search, flat_search
 
 
+def search_score(model) -> str:
+    """How a model's searches rank paths (infer.beam): what it was trained for, saved in
+    its config ("path" for train.geoclip_recipe's models), else the older "city"."""
+    return model.config.extra.get("search_score", "city")
+
+
 @torch.inference_mode()
 def predict_features(model, table, feats: torch.Tensor, beam: int = 10, search: str = "beam",
                      batch: int = 1024, tree: Hierarchy | None = None):
@@ -19,13 +25,14 @@ def predict_features(model, table, feats: torch.Tensor, beam: int = 10, search: 
     tree = tree or Hierarchy.from_table(table, device)
     points = model.place_points()
     tau = model.criterion.tau.detach()
+    score = search_score(model)
     best, results = [], []
     for i in range(0, len(feats), batch):
         z = model(feats[i:i + batch].to(device))
         if search == "beam":
-            res = beam_search(model.geometry, z, points, tree, beam=beam, tau=tau)
+            res = beam_search(model.geometry, z, points, tree, beam=beam, tau=tau, score=score)
         else:
-            res = flat_search(model.geometry, z, points, tree, k=beam, tau=tau)
+            res = flat_search(model.geometry, z, points, tree, k=beam, tau=tau, score=score)
         best.append(res.best.cpu())
         results.append(res)
     return (torch.cat(best).numpy() if best else np.zeros((0, 4), dtype=np.int64)), results

@@ -8,6 +8,13 @@ best k are kept; ties go to the lower index (stable sort), so results are determ
 The answer is the kept city nearest to the photo; ``flat`` search instead scans every
 city and reads the path off the parents (no beam needed).
 
+``score="path"`` ranks instead by the path's summed squared distance (its own place's
+plus every ancestor's, d_0^2 + ... + d_l^2), at every level and for the answer: the
+standard beam search over per-level log-probabilities -d_l^2 / tau. A model trained so
+that each level's softmax is that level's posterior (train.geoclip_recipe) answers with
+the path of largest summed log-probability, so its country is decided by the country
+level, not by one city's distance; the default, ``"city"``, is the older rule.
+
 Confidence of the answer at level l: softmax(-d^2 / tau) over the candidates scored at
 that level (all countries at level 0), taken at the answer's place. tau is the model's
 learned temperature: the training loss fits exactly this softmax, so it is calibrated by
@@ -119,30 +126,38 @@ CHUNK = 256
 the CPU's cache and their memory is reused, instead of fresh 100+ MB buffers per level."""
 
 
+SCORES = ("city", "path")
+
+
 def beam_search(geometry, z: torch.Tensor, level_points: list[torch.Tensor], tree: Hierarchy,
-                beam: int = 10, tau: float | torch.Tensor = 1.0, chunk: int | None = None) -> SearchResult:
+                beam: int = 10, tau: float | torch.Tensor = 1.0, chunk: int | None = None,
+                score: str = "city") -> SearchResult:
     """Batched beam search; see the module docstring. z (B, p) -> SearchResult."""
     if int(beam) < 1:
         raise ValueError("beam width must be at least 1")
+    if score not in SCORES:
+        raise ValueError(f"beam score must be one of {SCORES}, got {score!r}")
+    path = score == "path"
     chunk = chunk or (CHUNK if z.device.type == "cpu" else 4096)
-    if z.shape[0] == 1:
+    if z.shape[0] == 1 and not path:
         return _beam_search_one(geometry, z, level_points, tree, int(beam), tau)
     if z.shape[0] <= chunk:
-        return _beam_search(geometry, z, level_points, tree, int(beam), tau)
-    parts = [_beam_search(geometry, z[i:i + chunk], level_points, tree, int(beam), tau)
+        return _beam_search(geometry, z, level_points, tree, int(beam), tau, path)
+    parts = [_beam_search(geometry, z[i:i + chunk], level_points, tree, int(beam), tau, path)
              for i in range(0, z.shape[0], chunk)]
     return SearchResult(*(torch.cat([getattr(p, f) for p in parts]) for f in ("paths", "sq_dist", "score", "confidence")))
 
 
-def _beam_search(geometry, z, level_points, tree, k: int, tau) -> SearchResult:
+def _beam_search(geometry, z, level_points, tree, k: int, tau, path: bool = False) -> SearchResult:
     d0 = geometry.sq_dist_matrix(z, level_points[0])  # (B, N0)
     conf_logits = [-d0 / tau]  # per level: (B, M_l) logits of the scored candidates
     kk = min(k, d0.shape[1])
     vals, idx = _topk_stable(d0, kk)
     hist_idx = [idx]          # (B, kk) local indices kept at each level
     hist_parent = [None]      # (B, kk) which kept beam of the level above each came from
-    hist_dist = [vals]
+    hist_dist = [vals]        # (B, kk) the kept places' own squared distances
     hist_col = [idx]          # (B, kk) column of each kept place among the level's candidates
+    cum = vals                # (B, kk) what the kept places were ranked by
     for lv in range(1, NUM_LEVELS):
         C, P = _children_of_kept(tree, lv, hist_idx[-1])  # (B, W) child ids (-1: padding), beam of each
         Y = level_points[lv].index_select(0, C.clamp_min(0).reshape(-1)).view(*C.shape, -1)  # (B, W, p)
@@ -150,12 +165,17 @@ def _beam_search(geometry, z, level_points, tree, k: int, tau) -> SearchResult:
         D = D.masked_fill(C < 0, float("inf"))
         conf_logits.append(-D / tau)
         kk = min(k, D.shape[1])
-        vals, order = _topk_stable(D, kk)
-        hist_idx.append(torch.where(torch.isfinite(vals), C.gather(1, order), torch.full_like(order, -1)))
+        rank = D + cum.gather(1, P) if path else D  # path: the summed distance down to here
+        cum, order = _topk_stable(rank, kk)
+        vals = D.gather(1, order)
+        hist_idx.append(torch.where(torch.isfinite(cum), C.gather(1, order), torch.full_like(order, -1)))
         hist_parent.append(P.gather(1, order))
         hist_dist.append(vals)
         hist_col.append(order)
-    return _assemble(hist_idx, hist_parent, hist_dist, hist_col, conf_logits, k)
+    res = _assemble(hist_idx, hist_parent, hist_dist, hist_col, conf_logits, k)
+    if path:  # the score is the path's: minus its summed squared distance
+        res.score = torch.where(torch.isfinite(res.score), -res.sq_dist.sum(-1), res.score)
+    return res
 
 
 def _beam_search_one(geometry, z, level_points, tree, k: int, tau) -> SearchResult:
@@ -265,12 +285,23 @@ def _confidence(logits: torch.Tensor, ids: torch.Tensor, chosen: torch.Tensor) -
 
 
 def flat_search(geometry, z: torch.Tensor, level_points: list[torch.Tensor], tree: Hierarchy,
-                k: int = 10, tau: float | torch.Tensor = 1.0, chunk: int = 65536) -> SearchResult:
-    """Nearest k cities over the whole city level; paths read off the parents."""
+                k: int = 10, tau: float | torch.Tensor = 1.0, chunk: int = 65536, score: str = "city") -> SearchResult:
+    """Nearest k cities over the whole city level; paths read off the parents. With
+    score="path", the k cities of smallest summed squared distance over their path."""
+    if score not in SCORES:
+        raise ValueError(f"search score must be one of {SCORES}, got {score!r}")
     cities = level_points[-1]
+    if score == "path":
+        upper = [geometry.sq_dist_matrix(z, level_points[lv]) for lv in range(NUM_LEVELS - 1)]  # (B, N_l)
+        anc = [torch.arange(cities.shape[0], device=z.device)]  # ancestors of every city, city level first
+        for lv in range(NUM_LEVELS - 1, 0, -1):
+            anc.insert(0, tree.parents[lv][anc[0]])
     best_d, best_i, lse = None, None, None
     for start in range(0, cities.shape[0], chunk):
         d = geometry.sq_dist_matrix(z, cities[start:start + chunk])  # (B, C)
+        if score == "path":
+            for lv in range(NUM_LEVELS - 1):
+                d = d + upper[lv][:, anc[lv][start:start + chunk]]
         part_lse = torch.logsumexp(-d.double() / tau, dim=1)
         lse = part_lse if lse is None else torch.logaddexp(lse, part_lse)
         vals, idx = _topk_stable(d, min(k, d.shape[1]))
@@ -288,10 +319,18 @@ def flat_search(geometry, z: torch.Tensor, level_points: list[torch.Tensor], tre
         paths[:, :, lv - 1] = tree.parents[lv][paths[:, :, lv]]
     dists = torch.stack([geometry.sq_dist(z[:, None, :].expand(-1, kk, -1), level_points[lv][paths[:, :, lv]])
                          for lv in range(NUM_LEVELS)], dim=-1)  # (B, kk, 4)
-    dists[:, :, -1] = best_d
+    score_d = best_d
+    if score == "path":
+        best_d = dists[:, :, -1]  # the city's own distance; score_d is the path's
+    else:
+        dists[:, :, -1] = best_d
     conf = []
     for lv in range(NUM_LEVELS - 1):
         logits = -geometry.sq_dist_matrix(z, level_points[lv]) / tau  # (B, N_l): small levels
         conf.append(_confidence(logits, torch.arange(logits.shape[1], device=z.device).expand(B, -1), paths[:, 0, lv]))
-    conf.append(torch.exp(-best_d[:, 0].double() / tau - lse).to(best_d.dtype))
-    return _pad(SearchResult(paths, dists, -dists[:, :, -1], torch.stack(conf, 1)), k)
+    if score == "path":  # the city's own softmax over the level, as for the levels above
+        logits = -geometry.sq_dist_matrix(z, cities) / tau
+        conf.append(_confidence(logits, torch.arange(logits.shape[1], device=z.device).expand(B, -1), paths[:, 0, -1]))
+    else:
+        conf.append(torch.exp(-best_d[:, 0].double() / tau - lse).to(best_d.dtype))
+    return _pad(SearchResult(paths, dists, -score_d, torch.stack(conf, 1)), k)

@@ -446,6 +446,7 @@ def trained_engine(source: str, device: str = "cpu") -> Engine:
     model = model.to(device)
     name = model.config.backbone
     tau = float(model.criterion.tau.detach())
+    search = _path_search(model, table, device)
     if name == GEOCLIP_BACKBONE:
         from hierloc.infer import zeroshot as zs
 
@@ -464,7 +465,8 @@ def trained_engine(source: str, device: str = "cpu") -> Engine:
                          f"{Path(str(source)).name} (GeoCLIP space)", True, photo=lambda z: z,
                          stats=meta.get("geometry_check"))
         return Engine("trained", f"HierLoc checkpoint {Path(str(source)).name} on CLIP ViT-L/14 + GeoCLIP "
-                      f"(trained in GeoCLIP's space)", False, table, model.geometry, points, tau, encode, view=view)
+                      f"(trained in GeoCLIP's space)", False, table, model.geometry, points, tau, encode, search=search,
+                      view=view)
     try:
         backbone = load_backbone(name, device)
     except BackboneUnavailable as exc:
@@ -473,7 +475,20 @@ def trained_engine(source: str, device: str = "cpu") -> Engine:
         raise ModelUnavailable(f"checkpoint {source} expects {model.config.feat_dim}-d features, "
                                f"backbone {name} gives {backbone.feat_dim}")
     return Engine("trained", f"HierLoc checkpoint {source} ({name})", False, table, model.geometry,
-                  model.place_points(), tau, _encode_with(backbone, model))
+                  model.place_points(), tau, _encode_with(backbone, model), search=search)
+
+
+def _path_search(model, table, device):
+    """Beam search ranked by the path's summed distance for models trained for it
+    (eval.evaluate.search_score); None (the default search) otherwise."""
+    from hierloc.eval.evaluate import search_score
+
+    if search_score(model) != "path":
+        return None
+    tree = Hierarchy.from_table(table, device)
+    points = model.place_points()
+    tau = model.criterion.tau.detach()
+    return lambda z, k: beam_search(model.geometry, z, points, tree, beam=k, tau=tau, score="path")
 
 
 def zeroshot_engine(table: PlaceTable | None = None, device: str = "cpu", random_weights: bool = False,

@@ -37,6 +37,7 @@ class ModelConfig:
     curvature_range: tuple = (0.1, 10.0)   # clamp for a learned K
     place_features: tuple = ()         # ((name, dim), ...) with name in image|text|location
     anchor_norms: tuple = (0.5, 1.0, 1.5, 2.0)  # initial distance from the origin per level
+    anchor_space: str = "manifold"     # manifold: Lorentz points (RiemannianAdam); tangent: tangent vectors at the origin (AdamW)
     kernel: str = "laplace"            # geo-weighting kernel: laplace | gaussian | none
     tau_init: float = 0.5
     lambda_init: float = 1.0           # 0 turns geo-weighting off (ablation)
@@ -60,6 +61,8 @@ class ModelConfig:
             raise ValueError("feat_dim, embed_dim and hidden_dim must be positive")
         if self.geometry not in GEOMETRIES:
             raise ValueError(f"geometry must be one of {GEOMETRIES}, got {self.geometry!r}")
+        if self.anchor_space not in ("manifold", "tangent"):
+            raise ValueError(f"anchor_space must be manifold or tangent, got {self.anchor_space!r}")
         if self.kernel not in KERNELS:
             raise ValueError(f"kernel must be one of {KERNELS}, got {self.kernel!r}")
         if self.embed_dim % self.attn_heads:

@@ -11,7 +11,8 @@ Lorentz, D for Euclidean), N_l places at level l (0 country .. 3 city).
 
 Anchors are points of the manifold (geoopt ManifoldParameter, trained with
 RiemannianAdam) when the geometry is Lorentz with a fixed curvature; with a learned
-curvature or the Euclidean ablation they are tangent vectors (AdamW).
+curvature, the Euclidean ablation or anchor_space = "tangent" they are tangent vectors
+at the origin (AdamW; the place is exp_0 of it, the same point either way).
 """
 
 from __future__ import annotations
@@ -117,7 +118,8 @@ class HierLoc(nn.Module):
 
     @property
     def manifold_anchors(self) -> bool:
-        return self.config.geometry == "lorentz" and not self.config.learn_curvature
+        c = self.config
+        return c.geometry == "lorentz" and not c.learn_curvature and c.anchor_space == "manifold"
 
     def _init_anchors(self, gen: torch.Generator) -> None:
         """Anchors start in the direction of a fixed random projection of the place's

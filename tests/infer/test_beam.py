@@ -99,3 +99,51 @@ def test_batched_equals_one_by_one(tree_and_points):
     for i in range(6):
         one = beam_search(geom, z[i:i + 1], pts, tree, beam=3)
         assert torch.equal(one.paths[0], batched.paths[i])
+
+
+def _path_sq(geom, z, pts, tree, city: int) -> float:
+    """Summed squared distance from z of a city's path, computed by hand."""
+    total, node = 0.0, city
+    for lv in range(3, -1, -1):
+        total += float(geom.sq_dist(z[0], pts[lv][node]))
+        if lv:
+            node = int(tree.parents[lv][node])
+    return total
+
+
+@pytest.mark.parametrize("kind", ["euclidean", "lorentz"])
+def test_path_score_answers_the_path_of_smallest_summed_distance(tree_and_points, kind):
+    """score="path": the answer minimises d_0^2 + ... + d_3^2 over every city (checked by
+    hand), beam (wide enough) and flat agree, and the score is minus that sum."""
+    table, tree, tangents = tree_and_points
+    geom = Geometry(kind, 1.0)
+    pts = [geom.to_point(t) for t in tangents]
+    z = geom.to_point(torch.tensor([PHOTO], dtype=torch.float64))
+    n_city = table.level_size(3)
+    sums = [_path_sq(geom, z, pts, tree, c) for c in range(n_city)]
+    want = min(range(n_city), key=lambda c: sums[c])
+    flat = flat_search(geom, z, pts, tree, k=3, score="path")
+    wide = beam_search(geom, z, pts, tree, beam=8, score="path")
+    batched = beam_search(geom, z.expand(3, -1).contiguous(), pts, tree, beam=8, score="path")
+    for res in (flat, wide):
+        assert int(res.best[0, 3]) == want
+        assert float(res.score[0, 0]) == pytest.approx(-sums[want], rel=1e-9)
+        # the paths after the answer come in order of their summed distance
+        s = res.score[0][torch.isfinite(res.score[0])]
+        assert torch.all(s[:-1] >= s[1:])
+    assert torch.equal(batched.paths[0], wide.paths[0]) and torch.equal(batched.paths[2], wide.paths[0])
+    # the paths are the tree's and their per-level distances are each place's own
+    for lv in range(4):
+        d = geom.sq_dist(z[0], pts[lv][wide.paths[0, 0, lv]])
+        assert float(wide.sq_dist[0, 0, lv]) == pytest.approx(float(d), rel=1e-9)
+
+
+def test_unknown_score_is_refused(tree_and_points):
+    table, tree, tangents = tree_and_points
+    geom = Geometry("euclidean", 1.0)
+    pts = [geom.to_point(t) for t in tangents]
+    z = geom.to_point(torch.tensor([PHOTO], dtype=torch.float64))
+    with pytest.raises(ValueError, match="score"):
+        beam_search(geom, z, pts, tree, score="greedy")
+    with pytest.raises(ValueError, match="score"):
+        flat_search(geom, z, pts, tree, score="greedy")

@@ -1,0 +1,501 @@
+"""The GeoCLIP-space recipe: a HierLoc trained on pseudo-photos so that each level's
+softmax is that level's posterior, searched by the path's summed distance.
+
+What it changes against the first recipe (train.loop with ``--geoclip``), and why:
+
+- **Every level is a classifier.** GWH-InfoNCE over *all* countries and regions each
+  step (246 / 3,789 places), sub-regions and cities over the true place's siblings plus
+  a uniform sample (importance-weighted, train.loop.NegativeSampler). Trained on photos drawn as the benchmark draws them, a
+  level's softmax(-d^2 / tau) then estimates that level's posterior.
+- **The answer is the best path** (infer.beam, ``score="path"``): candidates ranked by
+  d_0^2 + ... + d_l^2, which is the sum of the levels' log-probabilities up to per-photo
+  constants. The older rule (the kept city nearest to the photo) lets one city's
+  distance decide the country.
+- **A bank of location features** (both photo sources, training cells only), encoded
+  once by GeoCLIP's location encoder and cached, each with one displaced copy; every
+  step draws photos from it with fresh noise (level uniform in ``noise``, the
+  benchmark's noise model), so a step is the model, not the location encoder.
+- **A tree term** (weight ``tree_weight``): each step, a sample of places of every level
+  below the countries is classified among all places of the level above by -d^2 (target
+  its parent), and pushed at least ``radius_margin`` further from the origin than its
+  parent (a hinge). It is what keeps places without a training photo (those of held-out
+  cells, only ever negatives) by their parent instead of drifting.
+- **A warm start**: the photo head begins as the linear map s P (u - mu) onto the top
+  ``embed_dim`` principal directions of the places' support directions (the mean
+  GeoCLIP feature below each place, infer.zeroshot.TreePosterior.place_directions), and
+  each place along its own projected direction at radius 1 / 2 / 3 / 4 by level.
+- **Validation on its own photos** (new locations in training cells, a seed the
+  benchmark never uses) every ``eval_every`` steps; the run keeps the best.
+
+Run: ``python -m hierloc train --geoclip-recipe --out runs/recipe`` (see cli).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import math
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+from hierloc import LEVELS
+
+log = logging.getLogger(__name__)
+
+VALIDATION_SEED = 977_001
+"""Seed of the validation photos: never the benchmark's (bench geoclip uses 0 and 1)."""
+
+
+@dataclass(frozen=True)
+class RecipeConfig:
+    out: str = "runs/geoclip-recipe"
+    minutes: float = 35.0             # training time budget (building the banks not counted)
+    max_steps: int = 0                # 0: until the time budget
+    seed: int = 0
+    bank: int = 200_000               # locations per photo source in the feature bank
+    noise: tuple = (0.0, 1.5)         # photos' noise levels, uniform, x calibrated
+    batch_size: int = 512
+    embed_dim: int = 128
+    hidden_dim: int = 2048
+    detectors: bool = True            # hidden units beyond the linear start begin as place detectors
+    detector_gain: float = 30.0
+    geometry: str = "lorentz"         # lorentz | euclidean (ablation)
+    lambda_init: float = 1.0          # geo-weighting; 0 turns it off (ablation)
+    tau_init: float = 1.0
+    sampled_negatives: int = 2048     # uniform sample per step of sub-regions and cities, besides the siblings
+    fine_share: float = 0.25          # share of a batch's photos that also train sub-regions and cities
+    lr: float = 1e-3
+    place_lr: float = 1e-2           # the places' tangent vectors
+    weight_decay: float = 0.0
+    grad_clip: float = 1.0
+    cosine: bool = True               # cosine decay of the learning rates to a tenth over the budget
+    teacher_photos: int = 60_000      # photos in the teacher bank (0: no distillation)
+    teacher_share: float = 0.5        # share of each batch drawn from the teacher bank
+    distill_weight: float = 1.0       # weight of the soft cross-entropy on those photos
+    tree_weight: float = 0.2
+    tree_sample: int = 256            # places per level in the tree term per step
+    radius_margin: float = 0.5
+    max_anchor_norm: float = 8.0
+    eval_every: int = 250
+    val_photos: int = 500             # per photo source
+    threads: int = 0                  # torch threads (0: torch's default)
+    extra: dict = field(default_factory=dict)
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    def command(self) -> str:
+        default = RecipeConfig()
+        sets = [f"--set {k}={json.dumps(v)}" for k, v in self.to_dict().items()
+                if k not in ("out", "extra") and v != getattr(default, k) and not (isinstance(v, tuple) and list(v) == list(getattr(default, k)))]
+        return " ".join(["python -m hierloc train --geoclip-recipe", f"--out {self.out}", *sets])
+
+
+# ---------------------------------------------------------------------------------------
+# the feature bank
+# ---------------------------------------------------------------------------------------
+class FeatureBank:
+    """Training locations of both photo sources with their clean and displaced GeoCLIP
+    features (float16) and ground truth; photos drawn with fresh noise per batch."""
+
+    def __init__(self, table, n_per_source: int, seed: int = 0, encoder=None):
+        from hierloc.data.pseudo_photos import CALIBRATED
+
+        self.table = table
+        self.noise = CALIBRATED
+        self.clean, self.moved, self.targets, self.latlon = self._load(n_per_source, seed, encoder)
+
+    def _load(self, n: int, seed: int, encoder):
+        from safetensors.torch import load_file, save_file
+
+        from hierloc.paths import cache_dir
+
+        cache = cache_dir() / "geoclip_bank" / f"{self.table.content_hash()[:16]}-{n}-{seed}.safetensors"
+        if cache.exists():
+            raw = load_file(str(cache))
+            return raw["clean"], raw["moved"], raw["targets"], raw["latlon"]
+        out = self._build(n, seed, encoder)
+        cache.parent.mkdir(parents=True, exist_ok=True)
+        tmp = cache.with_suffix(".tmp")
+        save_file(dict(zip(("clean", "moved", "targets", "latlon"), (t.contiguous() for t in out))), str(tmp))
+        tmp.replace(cache)
+        return out
+
+    def _build(self, n: int, seed: int, encoder):
+        from hierloc.data.place_features import load_geoclip_location_encoder
+        from hierloc.data.pseudo_photos import SOURCES, LocationSource, displace, location_unit
+        from hierloc.geo.reverse import benchmark_geocoder
+
+        t0 = time.perf_counter()
+        encoder = encoder or load_geoclip_location_encoder()
+        rng = np.random.default_rng([seed, 31337])
+        lat, lon = [], []
+        for where in SOURCES:
+            a, b = LocationSource(where, "train", self.table).draw(n, rng)
+            lat.append(a)
+            lon.append(b)
+        lat, lon = np.concatenate(lat), np.concatenate(lon)
+        nm = self.noise
+        dist = np.exp(np.log(nm.displace_median_km) + nm.displace_sigma * rng.standard_normal(len(lat)))
+        mlat, mlon = displace(lat, lon, dist, rng.uniform(0, 2 * np.pi, len(lat)))
+        clean = location_unit(encoder, lat, lon).half()
+        moved = location_unit(encoder, mlat, mlon).half()
+        rows = benchmark_geocoder(self.table).lookup(lat, lon)
+        starts = [self.table.level_slice(lv).start for lv in range(4)]
+        tg = np.stack([self.table.ancestor_at(rows, lv) - starts[lv] for lv in range(4)], 1)
+        log.info("feature bank: %d locations encoded in %.0f s", len(lat), time.perf_counter() - t0)
+        return clean, moved, torch.from_numpy(tg).long(), torch.as_tensor(np.stack([lat, lon], 1), dtype=torch.float32)
+
+    def __len__(self) -> int:
+        return len(self.targets)
+
+    def batch(self, n: int, gen: torch.Generator, noise: tuple = (0.0, 1.5)):
+        """n photos: (feats (n, 512), targets (n, 4), latlon (n, 2))."""
+        from hierloc.data.pseudo_photos import FEATURE_DIM
+
+        idx = torch.randint(len(self), (n,), generator=gen)
+        level = torch.empty(n).uniform_(noise[0], noise[1], generator=gen)
+        moved = torch.rand(n, generator=gen) < (self.noise.share_displaced * level).clamp(max=1.0)
+        w = torch.where(moved[:, None], self.moved[idx], self.clean[idx]).float()
+        gauss = torch.randn(w.shape, generator=gen) / FEATURE_DIM ** 0.5
+        u = nn.functional.normalize(w + (self.noise.isotropic * level)[:, None] * gauss, dim=-1)
+        return u, self.targets[idx], self.latlon[idx]
+
+
+class TeacherBank:
+    """Pseudo-photos drawn once from a FeatureBank with the zero-shot decoder's level
+    masses (infer.zeroshot.TreePosterior, the teacher) kept beside them: every country's,
+    and the ``top`` regions of largest mass. Cached; building it runs the teacher over
+    every photo (about 2.5 ms a photo on two cores)."""
+
+    def __init__(self, table, bank: FeatureBank, n: int, seed: int = 0, noise: tuple = (0.0, 1.5), top: int = 64):
+        from safetensors.torch import load_file, save_file
+
+        from hierloc.paths import cache_dir
+
+        lo, hi = noise
+        cache = cache_dir() / "geoclip_bank" / (f"teacher-{table.content_hash()[:16]}-{len(bank)}-{n}-{seed}-"
+                                                f"{lo:g}-{hi:g}-{top}.safetensors")
+        names = ("feats", "targets", "latlon", "country_logq", "region_idx", "region_logq")
+        if cache.exists():
+            raw = load_file(str(cache))
+            parts = [raw[k] for k in names]
+        else:
+            parts = self._build(table, bank, n, seed, noise, top)
+            cache.parent.mkdir(parents=True, exist_ok=True)
+            tmp = cache.with_suffix(".tmp")
+            save_file({k: v.contiguous() for k, v in zip(names, parts)}, str(tmp))
+            tmp.replace(cache)
+        self.feats, self.targets, self.latlon, self.country_logq, self.region_idx, self.region_logq = parts
+
+    @staticmethod
+    @torch.inference_mode()
+    def _build(table, bank, n, seed, noise, top):
+        from hierloc.data.place_features import location_features
+        from hierloc.infer.zeroshot import TreePosterior
+
+        t0 = time.perf_counter()
+        post = TreePosterior.for_table(table, location_features(table)[3])
+        gen = torch.Generator().manual_seed(seed + 7919)
+        out = [[] for _ in range(6)]
+        for start in range(0, n, 512):
+            u, tg, ll = bank.batch(min(512, n - start), gen, noise)
+            mass, _ = post.level_log_mass(u)
+            rq, ri = torch.topk(mass[1], top, dim=1)
+            for lst, v in zip(out, (u.half(), tg, ll, mass[0].half(), ri.int(), rq.half())):
+                lst.append(v)
+        log.info("teacher bank: %d photos in %.0f s", n, time.perf_counter() - t0)
+        return [torch.cat(v) for v in out]
+
+    def __len__(self) -> int:
+        return len(self.targets)
+
+    def batch(self, n: int, gen: torch.Generator):
+        idx = torch.randint(len(self), (n,), generator=gen)
+        return (self.feats[idx].float(), self.targets[idx], self.latlon[idx], self.country_logq[idx].float(),
+                self.region_idx[idx].long(), self.region_logq[idx].float())
+
+
+def distill_loss(model, z: torch.Tensor, country_logq: torch.Tensor, region_idx: torch.Tensor,
+                 region_logq: torch.Tensor) -> torch.Tensor:
+    """Soft cross-entropy of the student's country and region softmax(-d^2 / tau) against
+    the teacher's masses (regions: its top regions, renormalised)."""
+    geom, tau = model.geometry, model.criterion.tau
+    total = z.new_zeros(())
+    for lv, (q_log, cols) in enumerate(((country_logq, None), (region_logq, region_idx))):
+        logp = torch.log_softmax(-geom.sq_dist_matrix(z, geom.to_point(model.place_tangents(lv))) / tau, dim=1)
+        if cols is not None:
+            logp = logp.gather(1, cols)
+        q = torch.softmax(q_log, dim=1)
+        total = total - (q * logp).sum(1).mean()
+    return total
+
+
+# ---------------------------------------------------------------------------------------
+# model, warm start, tree term
+# ---------------------------------------------------------------------------------------
+def build_model(cfg: RecipeConfig, table):
+    from hierloc.data.pseudo_photos import CALIBRATED, CELL_DEG, HOLDOUT_SHARE
+    from hierloc.model.config import ModelConfig
+    from hierloc.model.hierloc import HierLoc, level_latlon
+
+    notes = {"geoclip": {"locations": "cities+gallery", "noise": list(cfg.noise),
+                         "noise_model": dataclasses.asdict(CALIBRATED),
+                         "holdout": {"cell_deg": CELL_DEG, "share": HOLDOUT_SHARE}},
+             "search_score": "path", "recipe": "train.geoclip_recipe"}
+    mcfg = ModelConfig(feat_dim=512, num_places=tuple(table.counts().values()), embed_dim=cfg.embed_dim,
+                       hidden_dim=cfg.hidden_dim, dropout=0.0, geometry=cfg.geometry, attention=False,
+                       anchor_norms=(1.0, 2.0, 3.0, 4.0), anchor_space="tangent", tau_init=cfg.tau_init, lambda_init=cfg.lambda_init,
+                       kernel="laplace" if cfg.lambda_init > 0 else "none", backbone="geoclip",
+                       backbone_tag="CLIP ViT-L/14 (OpenAI) + GeoCLIP image head, unit 512-d", seed=cfg.seed,
+                       extra=notes)
+    return HierLoc(mcfg, [torch.from_numpy(a) for a in level_latlon(table)])
+
+
+PHOTO_RADIUS = 3.5
+
+
+@torch.no_grad()
+def warm_start(model, directions: list[torch.Tensor], bank: FeatureBank, seed: int = 0, detectors: bool = True,
+               detector_gain: float = 30.0) -> dict:
+    """The photo head as s P (u - mu) through the first 2D hidden units (GELU(x) - GELU(-x)
+    = x; the other hidden units start small), places along their own projected support
+    direction at the level's anchor norm. See the module docstring."""
+    from hierloc.manifold import lorentz as L
+
+    c = model.config
+    D, H = c.embed_dim, c.hidden_dim
+    if H < 2 * D:
+        raise ValueError("the warm start needs hidden_dim >= 2 embed_dim")
+    gen = torch.Generator().manual_seed(seed)
+    city = directions[3].double()
+    sample = city[torch.randperm(len(city), generator=gen)[:50_000]]
+    mu = sample.mean(0)
+    _, _, vh = torch.linalg.svd(sample - mu, full_matrices=False)
+    P = vh[:D]  # (D, 512)
+    photos = bank.clean[torch.randperm(len(bank), generator=gen)[:20_000]].double()
+    scale = PHOTO_RADIUS / float(((photos - mu) @ P.T).norm(dim=1).median())
+    W = (P * scale).float()
+    b = -(W.double() @ mu).float()
+    lin1, lin2 = model.photo_mlp[0], model.photo_mlp[-1]
+    lin1.weight[:D], lin1.weight[D:2 * D] = W, -W
+    lin1.bias[:D], lin1.bias[D:2 * D] = b, -b
+    rest = H - 2 * D
+    if detectors and rest > 0:
+        # the other hidden units start as detectors of places' support directions: unit j
+        # fires (GELU) where the photo's cosine to its place's direction exceeds what it is
+        # for a typical photo; places drawn over regions and sub-regions, mass-weighted
+        pool = torch.cat([directions[1], directions[2]]).double()
+        pick = torch.randperm(len(pool), generator=gen)[:rest]
+        Wd = pool[pick]
+        noisy, _, _ = bank.batch(4096, gen, (1.0, 1.0))  # photos at the calibrated level
+        cos = noisy.double() @ Wd.T  # (4096, rest)
+        thresh = torch.quantile(cos, 0.9, dim=0)  # fires for about a tenth of them
+        lin1.weight[2 * D:] = (detector_gain * Wd).float()
+        lin1.bias[2 * D:] = (-detector_gain * thresh).float()
+    else:
+        lin1.weight[2 * D:] *= 0.1
+        lin1.bias[2 * D:] *= 0.1
+    lin2.weight.zero_()
+    lin2.weight[:, :D] = torch.eye(D)
+    lin2.weight[:, D:2 * D] = -torch.eye(D)
+    lin2.bias.zero_()
+    model.log_alpha_img.zero_()
+    for lv in range(4):
+        t = (directions[lv].double() - mu) @ P.T
+        t = (c.anchor_norms[lv] * t / t.norm(dim=-1, keepdim=True).clamp_min(1e-12)).float()
+        a = getattr(model, f"anchor_{lv}")
+        a.copy_(L.exp0(t, c.curvature) if model.manifold_anchors else t)
+    return {"scale": round(scale, 4), "photo_radius": PHOTO_RADIUS, "anchor_norms": list(c.anchor_norms),
+            "detectors": int(rest) if detectors else 0, "detector_gain": detector_gain}
+
+
+def tree_loss(model, parents: list[torch.Tensor], sample: int, margin: float, gen: torch.Generator) -> torch.Tensor:
+    """Each sampled place classified among all places one level up by -d^2 (target: its
+    parent), plus a hinge keeping it ``margin`` further from the origin than its parent."""
+    geom = model.geometry
+    total = 0.0
+    for lv in range(1, 4):
+        n = model.config.num_places[lv]
+        rows = torch.randint(n, (min(sample, n),), generator=gen)
+        child = geom.to_point(model.place_tangents(lv, rows))
+        up = geom.to_point(model.place_tangents(lv - 1))
+        par = parents[lv][rows]
+        logits = -geom.sq_dist_matrix(child, up)
+        total = total + nn.functional.cross_entropy(logits, par)
+        total = total + torch.relu(geom.norm_from_origin(up[par]) + margin - geom.norm_from_origin(child)).mean()
+    return total / 3.0
+
+
+def recipe_loss(model, sampler, feats, targets, latlon, fine_share: float, gen: torch.Generator):
+    """GWH-InfoNCE: every photo against all countries and all regions; the first
+    ``fine_share`` of the photos also against sampled sub-regions and cities (their
+    siblings + a uniform sample). -> (total, per-level means, photo points)."""
+    geom, crit = model.geometry, model.criterion
+    z = model(feats)
+    total = z.new_zeros(())
+    per_level = {}
+    m = max(1, int(round(fine_share * len(feats))))
+    picks = sampler.sample(targets[:m], gen)
+    for lv in range(4):
+        pick = picks[lv] if lv >= 2 else None  # countries and regions: always whole
+        n = len(feats) if lv < 2 else m
+        if pick is None:
+            pts, lat, tgt, lw = geom.to_point(model.place_tangents(lv)), model.place_latlon(lv), targets[:n, lv], None
+        else:
+            rows, lw, tgt = pick
+            pts, lat = geom.to_point(model.place_tangents(lv, rows)), model.place_latlon(lv)[rows]
+        valid = tgt >= 0
+        loss = crit.level_loss(geom, z[:n][valid], pts, tgt[valid], latlon[:n][valid], lat,
+                               None if lw is None else lw).mean()
+        per_level[lv] = loss.detach()
+        total = total + loss
+    return total, per_level, z
+
+
+# ---------------------------------------------------------------------------------------
+# validation and the loop
+# ---------------------------------------------------------------------------------------
+class Validation:
+    """Fixed validation photos at the calibrated level, both sources, training cells."""
+
+    def __init__(self, table, n: int, encoder=None):
+        from hierloc.data.place_features import load_geoclip_location_encoder
+        from hierloc.data.pseudo_photos import CALIBRATED, photo_features, sample_locations
+        from hierloc.geo.reverse import benchmark_geocoder
+
+        encoder = encoder or load_geoclip_location_encoder()
+        self.table = table
+        self.sets = {}
+        rg = benchmark_geocoder(table)
+        for i, where in enumerate(("cities", "gallery")):
+            lat, lon = sample_locations(n, where, VALIDATION_SEED + i, table=table, split="train")
+            u = photo_features(encoder, lat, lon, CALIBRATED, seed=VALIDATION_SEED + 10 + i)
+            rows = rg.lookup(lat, lon)
+            keys = {lv: table.key[table.ancestor_at(rows, k)].astype(str) for k, lv in enumerate(LEVELS)}
+            self.sets[where] = (u, keys)
+
+    def __call__(self, model, search: str = "beam") -> dict:
+        from hierloc.eval.evaluate import keys_of_paths, predict_features
+
+        out = {}
+        for where, (u, keys) in self.sets.items():
+            best, _ = predict_features(model, self.table, u, search=search)
+            pred = keys_of_paths(self.table, best)
+            out[where] = {lv: round(100 * float(np.mean(pred[lv] == keys[lv])), 1) for lv in LEVELS}
+        model.train()
+        return out
+
+
+def _objective(val: dict) -> float:
+    """What 'best' means: mean country + region accuracy over both photo sources."""
+    return float(np.mean([v[lv] for v in val.values() for lv in ("country", "region")]))
+
+
+def train_recipe(cfg: RecipeConfig) -> Path:
+    """Train; returns the best checkpoint folder (RUN/best; RUN/last is the last step)."""
+    from hierloc.data.place_features import load_geoclip_location_encoder, location_features
+    from hierloc.geo.places import default_places
+    from hierloc.infer.zeroshot import TreePosterior
+    from hierloc.model.checkpoint import save_checkpoint
+    from hierloc.train.loop import NegativeSampler, git_revision
+
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
+    out = Path(cfg.out)
+    out.mkdir(parents=True, exist_ok=True)
+    torch.manual_seed(cfg.seed)
+    table = default_places()
+    encoder = load_geoclip_location_encoder()
+    t_prep = time.time()
+    bank = FeatureBank(table, cfg.bank, cfg.seed, encoder)
+    teacher = TeacherBank(table, bank, cfg.teacher_photos, cfg.seed, cfg.noise) if cfg.teacher_photos else None
+    val = Validation(table, cfg.val_photos, encoder)
+    directions = TreePosterior.for_table(table, location_features(table)[3]).place_directions()
+    prep_s = time.time() - t_prep
+    model = build_model(cfg, table)
+    model.config.extra["warm_start"] = warm_start(model, directions, bank, cfg.seed, cfg.detectors, cfg.detector_gain)
+    model.train()
+    starts = [table.level_slice(lv).start for lv in range(4)]
+    parents = [None] + [torch.as_tensor(table.parent[table.level_slice(lv)] - starts[lv - 1], dtype=torch.long) for lv in range(1, 4)]
+    sampler = NegativeSampler(table, cfg.sampled_negatives)  # sub-regions and cities sampled
+    anchors = [p for n, p in model.named_parameters() if n.startswith("anchor_")]
+    rest = [p for n, p in model.named_parameters() if not n.startswith("anchor_")]
+    opt = torch.optim.AdamW([{"params": rest, "lr": cfg.lr, "weight_decay": cfg.weight_decay},
+                             {"params": anchors, "lr": cfg.place_lr, "weight_decay": 0.0}])
+    params = rest + anchors
+    gen = torch.Generator().manual_seed(cfg.seed)
+    meta = {"recipe": cfg.to_dict(), "command": cfg.command(), "git_revision": git_revision(),
+            "places_hash": table.content_hash(), "bank_locations": len(bank), "prepare_s": round(prep_s, 1)}
+    (out / "config.json").write_text(json.dumps(meta, indent=2))
+    log_file = (out / "log.jsonl").open("w")
+    best, history = -1.0, []
+
+    def evaluate_and_save(step: int, seconds: float, loss: float, parts: dict):
+        nonlocal best
+        v = val(model)
+        obj = _objective(v)
+        rec = {"step": step, "seconds": round(seconds, 1), "steps_per_s": round(step / max(seconds, 1e-9), 2),
+               "loss": round(loss, 4), **parts, "tau": round(float(model.criterion.tau.detach()), 4), "val": v,
+               "objective": round(obj, 2)}
+        history.append(rec)
+        log_file.write(json.dumps(rec) + "\n")
+        log_file.flush()
+        log.info("%s", rec)
+        extra = {"train": {"step": step, "seconds": round(seconds, 1), "prepare_s": round(prep_s, 1),
+                           "recipe": cfg.to_dict(),
+                           "command": cfg.command(), "git_revision": git_revision(), "validation": v}}
+        if obj > best:
+            best = obj
+            save_checkpoint(model, table, out / "best", extra=extra)
+        return extra
+
+    t0 = time.time()
+    step, loss_v, parts = 0, float("nan"), {}
+    evaluate_and_save(0, 1e-9, loss_v, parts)
+    while True:
+        n_t = int(round(cfg.teacher_share * cfg.batch_size)) if teacher is not None else 0
+        feats, targets, latlon = bank.batch(cfg.batch_size - n_t, gen, cfg.noise)
+        if n_t:
+            tf, tt, tl_, cq, ri, rq = teacher.batch(n_t, gen)
+            feats, targets, latlon = torch.cat([tf, feats]), torch.cat([tt, targets]), torch.cat([tl_, latlon])
+        opt.zero_grad()
+        loss, per_level, z = recipe_loss(model, sampler, feats, targets, latlon, cfg.fine_share, gen)
+        dl = distill_loss(model, z[:n_t], cq, ri, rq) if n_t else torch.zeros(())
+        loss = loss + cfg.distill_weight * dl
+        tl = tree_loss(model, parents, cfg.tree_sample, cfg.radius_margin, gen) if cfg.tree_weight else torch.zeros(())
+        total = loss + cfg.tree_weight * tl
+        total.backward()
+        if torch.isfinite(total):
+            torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip)
+            if cfg.cosine:  # lr decays to a tenth along the budget (steps, else minutes)
+                done_share = step / cfg.max_steps if cfg.max_steps else (time.time() - t0) / (60 * cfg.minutes)
+                f = 0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * min(1.0, done_share)))
+                for g, base in zip(opt.param_groups, (cfg.lr, cfg.place_lr)):
+                    g["lr"] = base * f
+            opt.step()
+            if cfg.max_anchor_norm:
+                model.clamp_anchors(cfg.max_anchor_norm)
+        else:
+            opt.zero_grad()
+        step += 1
+        loss_v = float(loss.detach())
+        parts = {"loss_per_level": {LEVELS[k]: round(float(v), 4) for k, v in per_level.items()},
+                 "tree": round(float(tl), 4), "distill": round(float(dl), 4)}
+        elapsed = time.time() - t0
+        done = (cfg.max_steps and step >= cfg.max_steps) or (not cfg.max_steps and elapsed > cfg.minutes * 60)
+        if step % cfg.eval_every == 0 or done:
+            extra = evaluate_and_save(step, elapsed, loss_v, parts)
+        if done:
+            break
+    model.eval()
+    save_checkpoint(model, table, out / "last", extra=extra)
+    log_file.close()
+    (out / "history.json").write_text(json.dumps(history, indent=2))
+    return out / "best"

@@ -1,0 +1,85 @@
+"""The GeoCLIP-space recipe (train.geoclip_recipe): its bank of photos, its teacher,
+its losses, and a short real run of `train --geoclip-recipe` that a person could load."""
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from hierloc.train import geoclip_recipe as R
+
+
+@pytest.fixture(scope="module")
+def table():
+    from hierloc.geo.places import default_places
+
+    return default_places()
+
+
+@pytest.fixture(scope="module")
+def bank(table):
+    return R.FeatureBank(table, 300, seed=3)
+
+
+def test_bank_holds_training_cells_with_the_benchmark_truth_and_draws_fresh_noise(table, bank):
+    from hierloc.data.pseudo_photos import held_out
+    from hierloc.geo.reverse import benchmark_geocoder
+
+    assert len(bank) == 600  # both photo sources
+    lat, lon = bank.latlon[:, 0].double().numpy(), bank.latlon[:, 1].double().numpy()
+    assert not held_out(lat, lon).any()
+    rows = benchmark_geocoder(table).lookup(lat, lon)
+    city = table.level_slice("city")
+    assert np.array_equal(bank.targets[:, 3].numpy(), rows - city.start)
+    assert np.array_equal(bank.targets[:, 0].numpy(),
+                          table.ancestor_at(rows, 0) - table.level_slice("country").start)
+    g = torch.Generator().manual_seed(0)
+    u1, t1, _ = bank.batch(64, g, (1.0, 1.0))
+    assert torch.allclose(u1.norm(dim=1), torch.ones(64), atol=1e-5)
+    clean, _, _ = bank.batch(64, torch.Generator().manual_seed(0), (0.0, 0.0))
+    # noise level 0: the location's own feature; level 1 strays far from it
+    idx = torch.randint(len(bank), (64,), generator=torch.Generator().manual_seed(0))
+    assert torch.allclose(clean, bank.clean[idx].float(), atol=2e-3)
+    assert float((u1 * clean).sum(1).mean()) < 0.6
+
+
+def test_distillation_loss_is_smallest_when_the_student_says_what_the_teacher_says(table):
+    from tests.model.helpers import tiny_model, tiny_places
+
+    model = tiny_model(tiny_places(), geometry="lorentz", attention=False)
+    z = model(torch.randn(8, model.config.feat_dim))
+    geom = model.geometry
+    with torch.no_grad():
+        own = [-geom.sq_dist_matrix(z, geom.to_point(model.place_tangents(lv))) / model.criterion.tau for lv in range(2)]
+    n1 = own[1].shape[1]
+    cols = torch.arange(n1).expand(8, -1)
+    same = R.distill_loss(model, z, own[0], cols, own[1])
+    other = R.distill_loss(model, z, own[0].flip(1), cols, own[1].flip(1))
+    assert float(same) < float(other)
+
+
+def test_recipe_command_trains_a_model_that_loads_and_searches_by_path(tmp_path, capsys):
+    from hierloc.cli import main
+    from hierloc.eval.evaluate import predict_features, search_score
+    from hierloc.model.checkpoint import load_checkpoint
+
+    run = tmp_path / "run"
+    args = ["train", "--geoclip-recipe", "--out", str(run), "--set", "bank=300", "--set", "teacher_photos=256",
+            "--set", "max_steps=4", "--set", "eval_every=2", "--set", "val_photos=30", "--set", "embed_dim=16",
+            "--set", "hidden_dim=64", "--set", "batch_size=64", "--set", "tree_sample=32"]
+    assert main(args) == 0
+    out = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert out["checkpoint"].endswith("best")
+    hist = json.loads((run / "history.json").read_text())
+    assert [h["step"] for h in hist] == [0, 2, 4]
+    assert all(np.isfinite(h["loss"]) for h in hist[1:])
+    model, table, meta = load_checkpoint(run / "last")
+    assert search_score(model) == "path" and model.config.embed_dim == 16
+    assert meta["train"]["command"].startswith("python -m hierloc train --geoclip-recipe")
+    assert "--set max_steps=4" in meta["train"]["command"]
+    best, _ = predict_features(model, table, torch.nn.functional.normalize(torch.randn(5, 512), dim=-1))
+    for lv in range(1, 4):  # a path of the tree
+        par = table.parent[table.level_slice(lv)][best[:, lv]] - table.level_slice(lv - 1).start
+        assert np.array_equal(par, best[:, lv - 1])
+    assert main(["train", "--geoclip-recipe", "--set", "nonsense=1"]) != 0

@@ -189,7 +189,7 @@ class HierLoc(nn.Module):
         if self._cache is None:
             was = self.training
             self.eval()
-            self._cache = self.encode_places()
+            self._cache = [t.detach() for t in self.encode_places()]  # tangent anchors are the parameters themselves
             self.train(was)
         return self._cache
 

@@ -78,7 +78,9 @@ def test_zero_shot_photo_joins_the_trained_places_through_the_checkpoint_head():
     u = location_unit(load_geoclip_location_encoder(), np.array([48.8566]), np.array([2.3522]))  # Paris
     z = zs.photo_points(u)
     with torch.no_grad():
-        assert torch.allclose(view.photo(z), model(u), atol=1e-4)
+        # the same point (photos of this model lie far out, about 15 from the origin, where
+        # float32 coordinates reach 1e6: compare relatively)
+        assert torch.allclose(view.photo(z), model(u), rtol=1e-4, atol=1e-4)
         d = model.geometry.sq_dist_matrix(view.photo(z), view.level_points[0])
     assert str(table.key[table.level_slice(0).start + int(d.argmin())]) == "FR"
 

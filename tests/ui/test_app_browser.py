@@ -88,6 +88,7 @@ def test_upload_a_photo_and_see_path_map_and_disk(app_url, browser, preview, tmp
     assert preview.engine.place_view().trained and "photo" not in legend
     assert "trained HierLoc checkpoint" in page.text_content("#hl-disk-learned .infolayer")
     assert page.locator("#hl-disk-learned .scatterlayer .trace .points path").count() > 5
+    _shot(page, "#hl-disk-learned", tmp_path, "disk_learned.png")
     assert not page.locator("#hl-disk").is_visible()
     assert (tmp_path / "map.png").stat().st_size > 10_000
     page.close()

@@ -152,30 +152,20 @@ def cmd_train(args) -> int:
 
 def _train_recipe(args) -> int:
     """`train --geoclip-recipe`: train.geoclip_recipe, settings from --set KEY=VALUE."""
-    import dataclasses
-
+    from hierloc.model.config import from_known_fields
+    from hierloc.train.config import parse_overrides
     from hierloc.train.geoclip_recipe import RecipeConfig, train_recipe
 
     if args.config:
         raise CommandError("--geoclip-recipe takes its settings from --set KEY=VALUE, not --config")
-    fields = {f.name for f in dataclasses.fields(RecipeConfig)} - {"extra"}
-    kw = {}
-    for item in args.set or []:
-        key, eq, value = item.partition("=")
-        if not eq or key not in fields:
-            raise CommandError(f"--set {item}: expected KEY=VALUE with KEY one of {sorted(fields)}")
-        try:
-            kw[key] = json.loads(value)
-        except json.JSONDecodeError:
-            kw[key] = value
-        if isinstance(kw[key], list):
-            kw[key] = tuple(kw[key])
-    if args.out:
-        kw["out"] = args.out
-    if args.minutes is not None:
-        kw["minutes"] = args.minutes
     try:
-        folder = train_recipe(RecipeConfig(**kw))
+        kw = {k: tuple(v) if isinstance(v, list) else v for k, v in parse_overrides(args.set or []).items()}
+        if args.out:
+            kw["out"] = args.out
+        if args.minutes is not None:
+            kw["minutes"] = args.minutes
+        cfg = from_known_fields(RecipeConfig, kw, "--geoclip-recipe")
+        folder = train_recipe(cfg)
     except (ValueError, TypeError) as exc:
         raise CommandError(str(exc)) from None
     print(json.dumps({"checkpoint": str(folder)}))

@@ -299,11 +299,11 @@ def flat_search(geometry, z: torch.Tensor, level_points: list[torch.Tensor], tre
     best_d, best_i, lse = None, None, None
     for start in range(0, cities.shape[0], chunk):
         d = geometry.sq_dist_matrix(z, cities[start:start + chunk])  # (B, C)
+        part_lse = torch.logsumexp(-d.double() / tau, dim=1)  # over the cities' own distances
+        lse = part_lse if lse is None else torch.logaddexp(lse, part_lse)
         if score == "path":
             for lv in range(NUM_LEVELS - 1):
                 d = d + upper[lv][:, anc[lv][start:start + chunk]]
-        part_lse = torch.logsumexp(-d.double() / tau, dim=1)
-        lse = part_lse if lse is None else torch.logaddexp(lse, part_lse)
         vals, idx = _topk_stable(d, min(k, d.shape[1]))
         idx = idx + start
         if best_d is None:
@@ -319,18 +319,12 @@ def flat_search(geometry, z: torch.Tensor, level_points: list[torch.Tensor], tre
         paths[:, :, lv - 1] = tree.parents[lv][paths[:, :, lv]]
     dists = torch.stack([geometry.sq_dist(z[:, None, :].expand(-1, kk, -1), level_points[lv][paths[:, :, lv]])
                          for lv in range(NUM_LEVELS)], dim=-1)  # (B, kk, 4)
-    score_d = best_d
-    if score == "path":
-        best_d = dists[:, :, -1]  # the city's own distance; score_d is the path's
-    else:
-        dists[:, :, -1] = best_d
+    if score == "city":
+        dists[:, :, -1] = best_d  # the very values ranked (path: best_d is the path's sum)
     conf = []
     for lv in range(NUM_LEVELS - 1):
         logits = -geometry.sq_dist_matrix(z, level_points[lv]) / tau  # (B, N_l): small levels
         conf.append(_confidence(logits, torch.arange(logits.shape[1], device=z.device).expand(B, -1), paths[:, 0, lv]))
-    if score == "path":  # the city's own softmax over the level, as for the levels above
-        logits = -geometry.sq_dist_matrix(z, cities) / tau
-        conf.append(_confidence(logits, torch.arange(logits.shape[1], device=z.device).expand(B, -1), paths[:, 0, -1]))
-    else:
-        conf.append(torch.exp(-best_d[:, 0].double() / tau - lse).to(best_d.dtype))
-    return _pad(SearchResult(paths, dists, -score_d, torch.stack(conf, 1)), k)
+    own = dists[:, 0, -1]  # the answer city's own squared distance
+    conf.append(torch.exp(-own.double() / tau - lse).to(own.dtype))
+    return _pad(SearchResult(paths, dists, -best_d, torch.stack(conf, 1)), k)

@@ -78,6 +78,7 @@ class Engine:
     tau: float
     encode: Callable            # list of RGB PIL images -> (B, p) photo points
     search: Callable | None = None      # (z (B, p), k) -> SearchResult, replaces beam search
+    score: str = "city"                 # how beam search ranks paths (infer.beam SCORES)
     view: PlaceView | None = None       # what the disk draws (default: this engine's own places)
     image_path: object = None           # the CLIP image path, where the profile has one
 
@@ -186,7 +187,8 @@ class Predictor:
         if e.search is not None:
             res = e.search(z, max(beam, top_k))
         else:
-            res = beam_search(e.geometry, z, e.level_points, self.tree, beam=max(beam, top_k), tau=e.tau)
+            res = beam_search(e.geometry, z, e.level_points, self.tree, beam=max(beam, top_k), tau=e.tau,
+                              score=e.score)
         t2 = time.perf_counter()
         countries, regions = res.levels or self._beam_distribution(z, max(beam, top_k))
         out = []
@@ -446,7 +448,9 @@ def trained_engine(source: str, device: str = "cpu") -> Engine:
     model = model.to(device)
     name = model.config.backbone
     tau = float(model.criterion.tau.detach())
-    search = _path_search(model, table, device)
+    from hierloc.eval.evaluate import search_score
+
+    score = search_score(model)
     if name == GEOCLIP_BACKBONE:
         from hierloc.infer import zeroshot as zs
 
@@ -465,7 +469,7 @@ def trained_engine(source: str, device: str = "cpu") -> Engine:
                          f"{Path(str(source)).name} (GeoCLIP space)", True, photo=lambda z: z,
                          stats=meta.get("geometry_check"))
         return Engine("trained", f"HierLoc checkpoint {Path(str(source)).name} on CLIP ViT-L/14 + GeoCLIP "
-                      f"(trained in GeoCLIP's space)", False, table, model.geometry, points, tau, encode, search=search,
+                      f"(trained in GeoCLIP's space)", False, table, model.geometry, points, tau, encode, score=score,
                       view=view)
     try:
         backbone = load_backbone(name, device)
@@ -475,20 +479,7 @@ def trained_engine(source: str, device: str = "cpu") -> Engine:
         raise ModelUnavailable(f"checkpoint {source} expects {model.config.feat_dim}-d features, "
                                f"backbone {name} gives {backbone.feat_dim}")
     return Engine("trained", f"HierLoc checkpoint {source} ({name})", False, table, model.geometry,
-                  model.place_points(), tau, _encode_with(backbone, model), search=search)
-
-
-def _path_search(model, table, device):
-    """Beam search ranked by the path's summed distance for models trained for it
-    (eval.evaluate.search_score); None (the default search) otherwise."""
-    from hierloc.eval.evaluate import search_score
-
-    if search_score(model) != "path":
-        return None
-    tree = Hierarchy.from_table(table, device)
-    points = model.place_points()
-    tau = model.criterion.tau.detach()
-    return lambda z, k: beam_search(model.geometry, z, points, tree, beam=k, tau=tau, score="path")
+                  model.place_points(), tau, _encode_with(backbone, model), score=score)
 
 
 def zeroshot_engine(table: PlaceTable | None = None, device: str = "cpu", random_weights: bool = False,

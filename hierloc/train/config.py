@@ -146,17 +146,24 @@ class TrainConfig:
             if not p.exists():
                 raise FileNotFoundError(f"config file {p} does not exist")
             d.update(tomllib.loads(p.read_text()) if p.suffix == ".toml" else json.loads(p.read_text()))
-        for item in overrides:
-            if "=" not in item:
-                raise ValueError(f"--set needs key=value, got {item!r}")
-            key, value = item.split("=", 1)
-            try:
-                parsed = json.loads(value)
-            except json.JSONDecodeError:
-                parsed = value
+        for key, parsed in parse_overrides(overrides).items():
             if "." in key:  # synth.n_photos=1000
                 outer, inner = key.split(".", 1)
                 d.setdefault(outer, {})[inner] = parsed
             else:
                 d[key] = parsed
         return cls.from_dict(d)
+
+
+def parse_overrides(items) -> dict:
+    """`--set key=value` items -> {key: value}, values parsed as JSON where possible."""
+    out = {}
+    for item in items:
+        if "=" not in item:
+            raise ValueError(f"--set needs key=value, got {item!r}")
+        key, value = item.split("=", 1)
+        try:
+            out[key] = json.loads(value)
+        except json.JSONDecodeError:
+            out[key] = value
+    return out

@@ -352,8 +352,7 @@ def recipe_loss(model, sampler, feats, targets, latlon, fine_share: float, gen: 
             rows, lw, tgt = pick
             pts, lat = geom.to_point(model.place_tangents(lv, rows)), model.place_latlon(lv)[rows]
         valid = tgt >= 0
-        loss = crit.level_loss(geom, z[:n][valid], pts, tgt[valid], latlon[:n][valid], lat,
-                               None if lw is None else lw).mean()
+        loss = crit.level_loss(geom, z[:n][valid], pts, tgt[valid], latlon[:n][valid], lat, lw).mean()
         per_level[lv] = loss.detach()
         total = total + loss
     return total, per_level, z

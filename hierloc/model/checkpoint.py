@@ -241,7 +241,23 @@ def load_checkpoint(source: str | Path, places: PlaceTable | None = None, device
         raw = load_tensors(folder, "place_features")
         for name, _ in config.place_features:
             feats[name] = [raw[f"feat_{name}_{lv}"].float() for lv in range(4)]
-    model = HierLoc(config, [torch.from_numpy(a) for a in level_latlon(table)], feats)
+    support = None
+    if config.photo_head == "support":
+        from hierloc.model.support import support_for_table
+
+        try:
+            support = support_for_table(table)
+        except Exception as exc:
+            raise CheckpointError(f"could not build the support points {folder} attends over "
+                                  f"({type(exc).__name__}: {exc})") from None
+        want_support = config.extra.get("support_hash")
+        if want_support and support["hash"] != want_support:
+            raise CheckpointError(f"the support points built here (hash {support['hash'][:12]}) differ from those "
+                                  f"{folder} was trained with ({want_support[:12]}): another geoclip gallery?")
+        if len(support["unit"]) != config.support_points:
+            raise CheckpointError(f"{folder} was trained with {config.support_points} support points, "
+                                  f"{len(support['unit'])} are built here")
+    model = HierLoc(config, [torch.from_numpy(a) for a in level_latlon(table)], feats, support)
     if not has_tensors(folder, "model"):
         raise CheckpointError(f"{folder} has no model.safetensors (nor model.safetensors.index.json)")
     state = load_tensors(folder, "model")

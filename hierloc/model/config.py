@@ -31,6 +31,10 @@ class ModelConfig:
     dropout: float = 0.1
     geometry: str = "lorentz"          # lorentz | euclidean (ablation)
     attention: bool = True             # cross-level attention fusion on|off (ablation)
+    photo_head: str = "mlp"            # mlp: the paper's image branch; support: attention over support points (model.support)
+    support_points: int = 0            # S, the support points' count (photo_head "support")
+    support_topk: int = 256            # support points attended per photo (the largest logits)
+    support_temperature: float = 150.0  # initial T of the support logits T cos + bias
     attn_heads: int = 8
     curvature: float = 1.0             # K: curvature is -1/K
     learn_curvature: bool = False
@@ -63,6 +67,10 @@ class ModelConfig:
             raise ValueError(f"geometry must be one of {GEOMETRIES}, got {self.geometry!r}")
         if self.anchor_space not in ("manifold", "tangent"):
             raise ValueError(f"anchor_space must be manifold or tangent, got {self.anchor_space!r}")
+        if self.photo_head not in ("mlp", "support"):
+            raise ValueError(f"photo_head must be mlp or support, got {self.photo_head!r}")
+        if self.photo_head == "support" and (self.support_points < 1 or self.support_topk < 1):
+            raise ValueError("a support photo head needs support_points and support_topk >= 1")
         if self.kernel not in KERNELS:
             raise ValueError(f"kernel must be one of {KERNELS}, got {self.kernel!r}")
         if self.embed_dim % self.attn_heads:

@@ -9,6 +9,18 @@ Lorentz, D for Euclidean), N_l places at level l (0 country .. 3 city).
     place:  t = log_0(anchor) + alpha_node * MLP(concat of its features)   (N_l, D)
             h = exp_0(t)                                  (N_l, p)
 
+With photo_head = "support" the photo instead attends over support points (model.support:
+every city's own location feature and GeoCLIP's gallery points, each filed under a city):
+
+    a = softmax over its top-k support points of T cos(feats, key_s) + prior_s          (B, k)
+    prior_s = bias_s + bias_kind(s) + w_pop log population(s)   (a learned prior)
+    v = sum_l mix_l sum_s a_s t_l(ancestor_l(s)) + alpha_img * MLP(feats)          (B, D)
+
+the paper's cross-level attention with keys from the places' location features (the
+entity branch's loc_i) and values the places' tangents at each of the 4 levels; the
+image MLP is a residual that starts at zero. T, the biases (a learned prior over the
+support points), the mix and the places are trained.
+
 Anchors are points of the manifold (geoopt ManifoldParameter, trained with
 RiemannianAdam) when the geometry is Lorentz with a fixed curvature; with a learned
 curvature, the Euclidean ablation or anchor_space = "tangent" they are tangent vectors
@@ -58,9 +70,10 @@ class CrossAttention(nn.Module):
 
 class HierLoc(nn.Module):
     def __init__(self, config: ModelConfig, place_latlon: list[torch.Tensor],
-                 place_features: dict[str, list[torch.Tensor]] | None = None):
+                 place_features: dict[str, list[torch.Tensor]] | None = None, support: dict | None = None):
         """place_latlon: per level (N_l, 2) centroids in degrees; place_features: per
-        feature name of config.place_features, per level (N_l, dim)."""
+        feature name of config.place_features, per level (N_l, dim); support: for
+        photo_head "support", model.support.support_for_table(table)."""
         super().__init__()
         self.config = c = config
         if [len(t) for t in place_latlon] != list(c.num_places):
@@ -76,6 +89,9 @@ class HierLoc(nn.Module):
 
         self.photo_mlp = _mlp(c.feat_dim, c.hidden_dim, c.embed_dim, c.dropout)
         self.log_alpha_img = nn.Parameter(torch.zeros(()))
+        self.support_hash = None
+        if c.photo_head == "support":
+            self._init_support(support)
 
         for lv in range(NUM_LEVELS):
             self.register_buffer(f"latlon_{lv}", torch.as_tensor(place_latlon[lv], dtype=torch.float32), persistent=False)
@@ -104,6 +120,66 @@ class HierLoc(nn.Module):
         self.criterion = GeoWeightedLoss(c.kernel, c.tau_init, c.lambda_init, c.sigma_init_km,
                                          c.betas, c.loss_chunk)
         self._cache: list[torch.Tensor] | None = None
+
+    def _init_support(self, support: dict | None) -> None:
+        c = self.config
+        if support is None:
+            raise ValueError("a support photo head needs its support points (model.support.support_for_table)")
+        unit, anc = support["unit"], support["ancestors"]
+        if unit.shape != (c.support_points, c.feat_dim) or [len(a) for a in anc] != [c.support_points] * NUM_LEVELS:
+            raise ValueError(f"support points of shape {tuple(unit.shape)} do not match the config "
+                             f"({c.support_points}, {c.feat_dim})")
+        for lv, a in enumerate(anc):
+            if int(a.min()) < 0 or int(a.max()) >= c.num_places[lv]:
+                raise ValueError(f"support points name places outside level {lv}")
+            self.register_buffer(f"support_ancestor_{lv}", torch.as_tensor(a, dtype=torch.long), persistent=False)
+        self.register_buffer("support_unit", nn.functional.normalize(unit.float(), dim=-1), persistent=False)
+        self.support_hash = support.get("hash")
+        self.candidate_dtype = torch.float32  # the search for the top-k (bfloat16 where it is faster)
+        self.support_bias = nn.Parameter(torch.zeros(c.support_points))
+        # one more bias per kind of support point (a city's own point, or a gallery point):
+        # the prior's mix of the two, learned quickly from every photo
+        kind = torch.ones(c.support_points, dtype=torch.long)
+        kind[:c.num_places[3]] = 0  # the cities' own points come first, in order
+        self.register_buffer("support_kind", kind, persistent=False)
+        self.support_kind_bias = nn.Parameter(torch.zeros(2))
+        # a place feature of the cities' own points: log population (centred; 0 for the
+        # other points and where unknown), with a learned weight that starts at 0
+        logpop = support.get("log_population")
+        logpop = torch.zeros(c.support_points) if logpop is None else torch.as_tensor(logpop, dtype=torch.float32)
+        self.register_buffer("support_log_population", logpop, persistent=False)
+        self.support_population_weight = nn.Parameter(torch.zeros(()))
+        self.log_support_temperature = nn.Parameter(torch.tensor(math.log(c.support_temperature)))
+        self.level_mix = nn.Parameter(torch.full((NUM_LEVELS,), 1.0 / NUM_LEVELS))
+        nn.init.zeros_(self.photo_mlp[-1].weight)  # the image MLP starts as a zero residual
+        nn.init.zeros_(self.photo_mlp[-1].bias)
+
+    def support_attention(self, feats: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(B, F) -> (top-k support indices (B, k), attention weights (B, k)): the k support
+        points of largest T cos + bias (found without gradient, in candidate_dtype), their
+        weights recomputed exactly (gradients reach T and the biases)."""
+        u = nn.functional.normalize(feats.float(), dim=-1)
+        T = self.log_support_temperature.exp()
+        k = min(self.config.support_topk, self.config.support_points)
+        with torch.no_grad():
+            keys = self.support_unit
+            if self.candidate_dtype != torch.float32:
+                cached = getattr(self, "_keys_lowp", None)
+                if cached is None or cached.dtype != self.candidate_dtype or cached.device != keys.device:
+                    self._keys_lowp = cached = keys.to(self.candidate_dtype)
+                keys = cached
+            bias = self.support_prior().detach()
+            idx = torch.cat([(part.to(keys.dtype) @ keys.T).float().mul_(T.detach()).add_(bias).topk(k, dim=1).indices
+                             for part in u.split(256)])  # (B, k)
+        cos = torch.einsum("bd,bkd->bk", u, self.support_unit[idx])
+        bias = (self.support_bias[idx] + self.support_kind_bias[self.support_kind[idx]]
+                + self.support_population_weight * self.support_log_population[idx])
+        return idx, torch.softmax(T * cos + bias, dim=1)
+
+    def support_prior(self) -> torch.Tensor:
+        """(S,) the learned log prior of every support point (up to a constant)."""
+        return (self.support_bias + self.support_kind_bias[self.support_kind]
+                + self.support_population_weight * self.support_log_population)
 
     # ---- geometry --------------------------------------------------------------------
     @property
@@ -209,9 +285,19 @@ class HierLoc(nn.Module):
         return super()._apply(fn, recurse)
 
     # ---- photos ----------------------------------------------------------------------
-    def photo_tangent(self, feats: torch.Tensor, place_tangents: list[torch.Tensor] | None = None) -> torch.Tensor:
-        """feats (B, F) -> (B, D), attention included."""
+    def photo_tangent(self, feats: torch.Tensor, place_tangents: list[torch.Tensor] | None = None,
+                      return_attention: bool = False):
+        """feats (B, F) -> (B, D), attention included; with return_attention (support
+        head), (v, (support indices (B, k), weights (B, k)))."""
         v = self.log_alpha_img.exp() * self.photo_mlp(feats.float())  # (B, D)
+        if self.config.photo_head == "support":
+            if place_tangents is None:  # training: the places' current tangents (gradients reach them)
+                place_tangents = self.encode_places() if self.training else self.place_cache()
+            idx, a = self.support_attention(feats)
+            for lv in range(NUM_LEVELS):
+                vals = place_tangents[lv][getattr(self, f"support_ancestor_{lv}")[idx]]  # (B, k, D)
+                v = v + self.level_mix[lv] * torch.einsum("bk,bkd->bd", a, vals)
+            return (v, (idx, a)) if return_attention else v
         if self.config.attention:
             keys = place_tangents if place_tangents is not None else self.place_cache()
             ctx = torch.cat([attn(v, k) for attn, k in zip(self.attn, keys)], dim=-1)  # (B, 4D)
@@ -251,7 +337,7 @@ class HierLoc(nn.Module):
             raise ValueError("folding a model with a learned curvature is not supported")
         cfg = replace(c, place_features=(), dropout=0.0,
                       extra={**c.extra, "folded_place_features": [n for n, _ in c.place_features]})
-        new = HierLoc(cfg, [self.place_latlon(lv).cpu() for lv in range(NUM_LEVELS)])
+        new = HierLoc(cfg, [self.place_latlon(lv).cpu() for lv in range(NUM_LEVELS)], support=self.support_inputs())
         tangents = [t.cpu() for t in self.place_cache()]
         mine = dict(self.named_parameters())
         for name, p in new.named_parameters():
@@ -261,6 +347,14 @@ class HierLoc(nn.Module):
             else:
                 p.copy_(mine[name].detach().cpu())
         return new.eval()
+
+    def support_inputs(self) -> dict | None:
+        """The support points this model attends over (the ``support`` argument), or None."""
+        if self.config.photo_head != "support":
+            return None
+        return {"unit": self.support_unit.cpu(), "hash": self.support_hash,
+                "log_population": self.support_log_population.cpu(),
+                "ancestors": [getattr(self, f"support_ancestor_{lv}").cpu() for lv in range(NUM_LEVELS)]}
 
     def place_feature_tensors(self) -> dict[str, torch.Tensor]:
         """The fixed place inputs, for saving next to the weights."""

@@ -1,7 +1,19 @@
 """The GeoCLIP-space recipe: a HierLoc trained on pseudo-photos so that each level's
 softmax is that level's posterior, searched by the path's summed distance.
 
-What it changes against the first recipe (train.loop with ``--geoclip``), and why:
+The photo head (``photo_head="support"``, the default; model.hierloc): the paper's
+cross-level attention with the photo as query, keys from the places' location features
+(every city at its own coordinates and GeoCLIP's 100k gallery points, each filed under
+its city: the support points of infer.zeroshot.TreePosterior) and values the tangents of
+each support point's country, region, sub-region and city, mixed by learned weights; the
+image MLP is a residual that starts at zero. Its logits T cos + prior_s carry a learned
+prior over the support points (a bias per point, one per kind of point, and a weight on
+the cities' log population), so training learns where photos are taken. Places start
+along their support directions (radius 1 / 2 / 3 / 4 by level), so the first step answers
+as the zero-shot decoder does, up to the hyperbolic search. ``photo_head="mlp"`` keeps
+the earlier head (an MLP from the photo feature alone, warm-started below).
+
+What the recipe changes against the first one (train.loop with ``--geoclip``), and why:
 
 - **Every level is a classifier.** GWH-InfoNCE over *all* countries and regions each
   step (246 / 3,789 places), sub-regions and cities over the true place's siblings plus
@@ -20,7 +32,7 @@ What it changes against the first recipe (train.loop with ``--geoclip``), and wh
   its parent), and pushed at least ``radius_margin`` further from the origin than its
   parent (a hinge). It is what keeps places without a training photo (those of held-out
   cells, only ever negatives) by their parent instead of drifting.
-- **A warm start**: the photo head begins as the linear map s P (u - mu) onto the top
+- **A warm start** (the mlp head): the photo head begins as the linear map s P (u - mu) onto the top
   ``embed_dim`` principal directions of the places' support directions (the mean
   GeoCLIP feature below each place, infer.zeroshot.TreePosterior.place_directions), and
   each place along its own projected direction at radius 1 / 2 / 3 / 4 by level.
@@ -55,14 +67,18 @@ VALIDATION_SEED = 977_001
 @dataclass(frozen=True)
 class RecipeConfig:
     out: str = "runs/geoclip-recipe"
-    minutes: float = 35.0             # training time budget (building the banks not counted)
+    minutes: float = 30.0             # training time budget (building the banks not counted)
     max_steps: int = 0                # 0: until the time budget
     seed: int = 0
     bank: int = 200_000               # locations per photo source in the feature bank
     noise: tuple = (0.0, 1.5)         # photos' noise levels, uniform, x calibrated
-    batch_size: int = 512
+    photo_head: str = "support"       # support: attention over support points (model.hierloc); mlp: the image MLP alone
+    support_topk: int = 256
+    attention_weight: float = 0.0     # support head: the attention's own mass on the photo's places, -log, per level
+    population_prior: bool = True     # support head: learn a weight on the cities' log population (else it stays 0)
+    batch_size: int = 256
     embed_dim: int = 128
-    hidden_dim: int = 2048
+    hidden_dim: int = 512
     detectors: bool = True            # hidden units beyond the linear start begin as place detectors
     detector_gain: float = 30.0
     geometry: str = "lorentz"         # lorentz | euclidean (ablation)
@@ -72,10 +88,11 @@ class RecipeConfig:
     fine_share: float = 0.25          # share of a batch's photos that also train sub-regions and cities
     lr: float = 1e-3
     place_lr: float = 1e-2           # the places' tangent vectors
+    bias_lr: float = 5e-2             # support head: the support points' biases
     weight_decay: float = 0.0
     grad_clip: float = 1.0
     cosine: bool = True               # cosine decay of the learning rates to a tenth over the budget
-    teacher_photos: int = 60_000      # photos in the teacher bank (0: no distillation)
+    teacher_photos: int = 0           # photos in the teacher bank (0: no distillation)
     teacher_share: float = 0.5        # share of each batch drawn from the teacher bank
     distill_weight: float = 1.0       # weight of the soft cross-entropy on those photos
     tree_weight: float = 0.2
@@ -240,7 +257,7 @@ def distill_loss(model, z: torch.Tensor, country_logq: torch.Tensor, region_idx:
 # ---------------------------------------------------------------------------------------
 # model, warm start, tree term
 # ---------------------------------------------------------------------------------------
-def build_model(cfg: RecipeConfig, table):
+def build_model(cfg: RecipeConfig, table, support: dict | None = None):
     from hierloc.data.pseudo_photos import CALIBRATED, CELL_DEG, HOLDOUT_SHARE
     from hierloc.model.config import ModelConfig
     from hierloc.model.hierloc import HierLoc, level_latlon
@@ -249,13 +266,20 @@ def build_model(cfg: RecipeConfig, table):
                          "noise_model": dataclasses.asdict(CALIBRATED),
                          "holdout": {"cell_deg": CELL_DEG, "share": HOLDOUT_SHARE}},
              "search_score": "path", "recipe": "train.geoclip_recipe"}
-    mcfg = ModelConfig(feat_dim=512, num_places=tuple(table.counts().values()), embed_dim=cfg.embed_dim,
+    head = {}
+    if cfg.photo_head == "support":
+        if support is None:
+            raise ValueError("the support photo head needs the support points (model.support.support_for_table)")
+        notes["support_hash"] = support["hash"]
+        notes["support"] = "every city at its own coordinates + GeoCLIP's 100k gallery, filed under cities"
+        head = {"photo_head": "support", "support_points": len(support["unit"]), "support_topk": cfg.support_topk}
+    mcfg = ModelConfig(feat_dim=512, num_places=tuple(table.counts().values()), embed_dim=cfg.embed_dim, **head,
                        hidden_dim=cfg.hidden_dim, dropout=0.0, geometry=cfg.geometry, attention=False,
                        anchor_norms=(1.0, 2.0, 3.0, 4.0), anchor_space="tangent", tau_init=cfg.tau_init, lambda_init=cfg.lambda_init,
                        kernel="laplace" if cfg.lambda_init > 0 else "none", backbone="geoclip",
                        backbone_tag="CLIP ViT-L/14 (OpenAI) + GeoCLIP image head, unit 512-d", seed=cfg.seed,
                        extra=notes)
-    return HierLoc(mcfg, [torch.from_numpy(a) for a in level_latlon(table)])
+    return HierLoc(mcfg, [torch.from_numpy(a) for a in level_latlon(table)], support=support)
 
 
 PHOTO_RADIUS = 3.5
@@ -316,6 +340,61 @@ def warm_start(model, directions: list[torch.Tensor], bank: FeatureBank, seed: i
             "detectors": int(rest) if detectors else 0, "detector_gain": detector_gain}
 
 
+@torch.no_grad()
+def warm_start_support(model, directions: list[torch.Tensor], seed: int = 0) -> dict:
+    """Support head: each place along its own support direction projected on the top
+    ``embed_dim`` principal directions of the cities', at the level's anchor norm (so the
+    attention's mix of place tangents starts as the zero-shot posterior's mix of places);
+    the image MLP stays a zero residual. Picks the faster dtype for the top-k search."""
+    from hierloc.manifold import lorentz as L
+
+    c = model.config
+    gen = torch.Generator().manual_seed(seed)
+    city = directions[3].double()
+    sample = city[torch.randperm(len(city), generator=gen)[:50_000]]
+    mu = sample.mean(0)
+    _, _, vh = torch.linalg.svd(sample - mu, full_matrices=False)
+    P = vh[:c.embed_dim]
+    for lv in range(4):
+        t = (directions[lv].double() - mu) @ P.T
+        t = (c.anchor_norms[lv] * t / t.norm(dim=-1, keepdim=True).clamp_min(1e-12)).float()
+        a = getattr(model, f"anchor_{lv}")
+        a.copy_(L.exp0(t, c.curvature) if model.manifold_anchors else t)
+    model.candidate_dtype = _faster_dtype(model.support_unit)
+    return {"anchor_norms": list(c.anchor_norms), "places": "support directions, PCA", "image_mlp": "zero residual",
+            "candidate_dtype": str(model.candidate_dtype).replace("torch.", "")}
+
+
+def _faster_dtype(keys: torch.Tensor, rows: int = 256) -> torch.dtype:
+    """float32 or bfloat16, whichever multiplies (rows, F) by keys.T faster here."""
+    q = torch.randn(rows, keys.shape[1])
+    best, best_t = torch.float32, float("inf")
+    for dt in (torch.float32, torch.bfloat16):
+        k = keys[:65536].to(dt)
+        ts = []
+        for _ in range(3):
+            t0 = time.perf_counter()
+            q.to(dt) @ k.T
+            ts.append(time.perf_counter() - t0)
+        if sorted(ts)[1] < best_t * 0.8:
+            best, best_t = dt, sorted(ts)[1]
+    return best
+
+
+def attention_loss(model, att, targets: torch.Tensor) -> torch.Tensor:
+    """Support head: -log of the attention's mass on the photo's own place, per level
+    (the attention read as a posterior over places), mean over levels and photos."""
+    idx, a = att
+    total = a.new_zeros(())
+    for lv in range(4):
+        tgt = targets[:, lv]
+        hit = getattr(model, f"support_ancestor_{lv}")[idx] == tgt[:, None]  # (B, k)
+        mass = (a * hit).sum(1).clamp_min(1e-4)
+        valid = tgt >= 0
+        total = total - mass[valid].log().mean() / 4
+    return total
+
+
 def tree_loss(model, parents: list[torch.Tensor], sample: int, margin: float, gen: torch.Generator) -> torch.Tensor:
     """Each sampled place classified among all places one level up by -d^2 (target: its
     parent), plus a hinge keeping it ``margin`` further from the origin than its parent."""
@@ -336,9 +415,15 @@ def tree_loss(model, parents: list[torch.Tensor], sample: int, margin: float, ge
 def recipe_loss(model, sampler, feats, targets, latlon, fine_share: float, gen: torch.Generator):
     """GWH-InfoNCE: every photo against all countries and all regions; the first
     ``fine_share`` of the photos also against sampled sub-regions and cities (their
-    siblings + a uniform sample). -> (total, per-level means, photo points)."""
+    siblings + a uniform sample). -> (total, per-level means, photo points, the support
+    head's attention or None)."""
     geom, crit = model.geometry, model.criterion
-    z = model(feats)
+    att = None
+    if model.config.photo_head == "support":
+        v, att = model.photo_tangent(feats, return_attention=True)
+        z = geom.to_point(v.float())
+    else:
+        z = model(feats)
     total = z.new_zeros(())
     per_level = {}
     m = max(1, int(round(fine_share * len(feats))))
@@ -355,7 +440,7 @@ def recipe_loss(model, sampler, feats, targets, latlon, fine_share: float, gen: 
         loss = crit.level_loss(geom, z[:n][valid], pts, tgt[valid], latlon[:n][valid], lat, lw).mean()
         per_level[lv] = loss.detach()
         total = total + loss
-    return total, per_level, z
+    return total, per_level, z, att
 
 
 # ---------------------------------------------------------------------------------------
@@ -416,19 +501,33 @@ def train_recipe(cfg: RecipeConfig) -> Path:
     bank = FeatureBank(table, cfg.bank, cfg.seed, encoder)
     teacher = TeacherBank(table, bank, cfg.teacher_photos, cfg.seed, cfg.noise) if cfg.teacher_photos else None
     val = Validation(table, cfg.val_photos, encoder)
-    directions = TreePosterior.for_table(table, location_features(table)[3]).place_directions()
+    post = TreePosterior.for_table(table, location_features(table)[3])
+    directions = post.place_directions()
     prep_s = time.time() - t_prep
-    model = build_model(cfg, table)
-    model.config.extra["warm_start"] = warm_start(model, directions, bank, cfg.seed, cfg.detectors, cfg.detector_gain)
+    if cfg.photo_head == "support":
+        from hierloc.model.support import support_from_posterior
+
+        model = build_model(cfg, table, support_from_posterior(post, table))
+        model.config.extra["warm_start"] = warm_start_support(model, directions, cfg.seed)
+    else:
+        model = build_model(cfg, table)
+        model.config.extra["warm_start"] = warm_start(model, directions, bank, cfg.seed, cfg.detectors,
+                                                      cfg.detector_gain)
+    del post
     model.train()
     starts = [table.level_slice(lv).start for lv in range(4)]
     parents = [None] + [torch.as_tensor(table.parent[table.level_slice(lv)] - starts[lv - 1], dtype=torch.long) for lv in range(1, 4)]
     sampler = NegativeSampler(table, cfg.sampled_negatives)  # sub-regions and cities sampled
-    anchors = [p for n, p in model.named_parameters() if n.startswith("anchor_")]
-    rest = [p for n, p in model.named_parameters() if not n.startswith("anchor_")]
+    named = dict(model.named_parameters())
+    anchors = [p for n, p in named.items() if n.startswith("anchor_")]
+    if not cfg.population_prior:
+        named.pop("support_population_weight", None)  # stays 0 (saved as such)
+    biases = [p for n, p in named.items() if n.startswith("support_") and (n.endswith("bias") or n.endswith("weight"))]
+    rest = [p for p in named.values() if not any(p is q for q in anchors + biases)]
     opt = torch.optim.AdamW([{"params": rest, "lr": cfg.lr, "weight_decay": cfg.weight_decay},
-                             {"params": anchors, "lr": cfg.place_lr, "weight_decay": 0.0}])
-    params = rest + anchors
+                             {"params": anchors, "lr": cfg.place_lr, "weight_decay": 0.0},
+                             {"params": biases, "lr": cfg.bias_lr, "weight_decay": 0.0}])
+    params = rest + anchors + biases
     gen = torch.Generator().manual_seed(cfg.seed)
     meta = {"recipe": cfg.to_dict(), "command": cfg.command(), "git_revision": git_revision(),
             "places_hash": table.content_hash(), "bank_locations": len(bank), "prepare_s": round(prep_s, 1)}
@@ -465,9 +564,10 @@ def train_recipe(cfg: RecipeConfig) -> Path:
             tf, tt, tl_, cq, ri, rq = teacher.batch(n_t, gen)
             feats, targets, latlon = torch.cat([tf, feats]), torch.cat([tt, targets]), torch.cat([tl_, latlon])
         opt.zero_grad()
-        loss, per_level, z = recipe_loss(model, sampler, feats, targets, latlon, cfg.fine_share, gen)
+        loss, per_level, z, att = recipe_loss(model, sampler, feats, targets, latlon, cfg.fine_share, gen)
         dl = distill_loss(model, z[:n_t], cq, ri, rq) if n_t else torch.zeros(())
-        loss = loss + cfg.distill_weight * dl
+        al = attention_loss(model, att, targets) if att is not None and cfg.attention_weight else torch.zeros(())
+        loss = loss + cfg.distill_weight * dl + cfg.attention_weight * al
         tl = tree_loss(model, parents, cfg.tree_sample, cfg.radius_margin, gen) if cfg.tree_weight else torch.zeros(())
         total = loss + cfg.tree_weight * tl
         total.backward()
@@ -476,7 +576,7 @@ def train_recipe(cfg: RecipeConfig) -> Path:
             if cfg.cosine:  # lr decays to a tenth along the budget (steps, else minutes)
                 done_share = step / cfg.max_steps if cfg.max_steps else (time.time() - t0) / (60 * cfg.minutes)
                 f = 0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * min(1.0, done_share)))
-                for g, base in zip(opt.param_groups, (cfg.lr, cfg.place_lr)):
+                for g, base in zip(opt.param_groups, (cfg.lr, cfg.place_lr, cfg.bias_lr)):
                     g["lr"] = base * f
             opt.step()
             if cfg.max_anchor_norm:
@@ -486,7 +586,8 @@ def train_recipe(cfg: RecipeConfig) -> Path:
         step += 1
         loss_v = float(loss.detach())
         parts = {"loss_per_level": {LEVELS[k]: round(float(v), 4) for k, v in per_level.items()},
-                 "tree": round(float(tl), 4), "distill": round(float(dl), 4)}
+                 "tree": round(float(tl.detach()), 4), "distill": round(float(dl.detach()), 4),
+                 "attention": round(float(al.detach()), 4)}
         elapsed = time.time() - t0
         done = (cfg.max_steps and step >= cfg.max_steps) or (not cfg.max_steps and elapsed > cfg.minutes * 60)
         if step % cfg.eval_every == 0 or done:

@@ -59,7 +59,8 @@ def test_distillation_loss_is_smallest_when_the_student_says_what_the_teacher_sa
     assert float(same) < float(other)
 
 
-def test_recipe_command_trains_a_model_that_loads_and_searches_by_path(tmp_path, capsys):
+@pytest.mark.parametrize("head", ["support", "mlp"])
+def test_recipe_command_trains_a_model_that_loads_and_searches_by_path(tmp_path, capsys, head):
     from hierloc.cli import main
     from hierloc.eval.evaluate import predict_features, search_score
     from hierloc.model.checkpoint import load_checkpoint
@@ -67,7 +68,8 @@ def test_recipe_command_trains_a_model_that_loads_and_searches_by_path(tmp_path,
     run = tmp_path / "run"
     args = ["train", "--geoclip-recipe", "--out", str(run), "--set", "bank=300", "--set", "teacher_photos=256",
             "--set", "max_steps=4", "--set", "eval_every=2", "--set", "val_photos=30", "--set", "embed_dim=16",
-            "--set", "hidden_dim=64", "--set", "batch_size=64", "--set", "tree_sample=32"]
+            "--set", "hidden_dim=64", "--set", "batch_size=64", "--set", "tree_sample=32",
+            "--set", f'photo_head="{head}"', "--set", "attention_weight=1.0"]
     assert main(args) == 0
     out = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert out["checkpoint"].endswith("best")
@@ -76,6 +78,11 @@ def test_recipe_command_trains_a_model_that_loads_and_searches_by_path(tmp_path,
     assert all(np.isfinite(h["loss"]) for h in hist[1:])
     model, table, meta = load_checkpoint(run / "last")
     assert search_score(model) == "path" and model.config.embed_dim == 16
+    assert model.config.photo_head == head
+    if head == "support":  # every city's own point and the gallery, the hash kept to refuse others
+        assert model.config.support_points > table.level_size(3)
+        assert len(meta["model"]["extra"]["support_hash"]) == 64
+        assert all(np.isfinite(h["attention"]) for h in hist[1:])
     assert meta["train"]["command"].startswith("python -m hierloc train --geoclip-recipe")
     assert "--set max_steps=4" in meta["train"]["command"]
     best, _ = predict_features(model, table, torch.nn.functional.normalize(torch.randn(5, 512), dim=-1))

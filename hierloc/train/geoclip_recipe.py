@@ -285,24 +285,41 @@ def build_model(cfg: RecipeConfig, table, support: dict | None = None):
 PHOTO_RADIUS = 3.5
 
 
+def _city_pca(directions: list[torch.Tensor], dim: int, gen: torch.Generator):
+    """Mean and top ``dim`` principal directions of (a sample of) the cities' support directions."""
+    city = directions[3].double()
+    sample = city[torch.randperm(len(city), generator=gen)[:50_000]]
+    mu = sample.mean(0)
+    _, _, vh = torch.linalg.svd(sample - mu, full_matrices=False)
+    return mu, vh[:dim]
+
+
+@torch.no_grad()
+def _places_along(model, directions: list[torch.Tensor], mu: torch.Tensor, P: torch.Tensor) -> None:
+    """Each place along its own projected support direction, at its level's anchor norm."""
+    from hierloc.manifold import lorentz as L
+
+    c = model.config
+    for lv in range(4):
+        t = (directions[lv].double() - mu) @ P.T
+        t = (c.anchor_norms[lv] * t / t.norm(dim=-1, keepdim=True).clamp_min(1e-12)).float()
+        a = getattr(model, f"anchor_{lv}")
+        a.copy_(L.exp0(t, c.curvature) if model.manifold_anchors else t)
+
+
 @torch.no_grad()
 def warm_start(model, directions: list[torch.Tensor], bank: FeatureBank, seed: int = 0, detectors: bool = True,
                detector_gain: float = 30.0) -> dict:
     """The photo head as s P (u - mu) through the first 2D hidden units (GELU(x) - GELU(-x)
     = x; the other hidden units start small), places along their own projected support
     direction at the level's anchor norm. See the module docstring."""
-    from hierloc.manifold import lorentz as L
 
     c = model.config
     D, H = c.embed_dim, c.hidden_dim
     if H < 2 * D:
         raise ValueError("the warm start needs hidden_dim >= 2 embed_dim")
     gen = torch.Generator().manual_seed(seed)
-    city = directions[3].double()
-    sample = city[torch.randperm(len(city), generator=gen)[:50_000]]
-    mu = sample.mean(0)
-    _, _, vh = torch.linalg.svd(sample - mu, full_matrices=False)
-    P = vh[:D]  # (D, 512)
+    mu, P = _city_pca(directions, D, gen)  # (512,), (D, 512)
     photos = bank.clean[torch.randperm(len(bank), generator=gen)[:20_000]].double()
     scale = PHOTO_RADIUS / float(((photos - mu) @ P.T).norm(dim=1).median())
     W = (P * scale).float()
@@ -331,11 +348,7 @@ def warm_start(model, directions: list[torch.Tensor], bank: FeatureBank, seed: i
     lin2.weight[:, D:2 * D] = -torch.eye(D)
     lin2.bias.zero_()
     model.log_alpha_img.zero_()
-    for lv in range(4):
-        t = (directions[lv].double() - mu) @ P.T
-        t = (c.anchor_norms[lv] * t / t.norm(dim=-1, keepdim=True).clamp_min(1e-12)).float()
-        a = getattr(model, f"anchor_{lv}")
-        a.copy_(L.exp0(t, c.curvature) if model.manifold_anchors else t)
+    _places_along(model, directions, mu, P)
     return {"scale": round(scale, 4), "photo_radius": PHOTO_RADIUS, "anchor_norms": list(c.anchor_norms),
             "detectors": int(rest) if detectors else 0, "detector_gain": detector_gain}
 
@@ -346,20 +359,11 @@ def warm_start_support(model, directions: list[torch.Tensor], seed: int = 0) -> 
     ``embed_dim`` principal directions of the cities', at the level's anchor norm (so the
     attention's mix of place tangents starts as the zero-shot posterior's mix of places);
     the image MLP stays a zero residual. Picks the faster dtype for the top-k search."""
-    from hierloc.manifold import lorentz as L
 
     c = model.config
     gen = torch.Generator().manual_seed(seed)
-    city = directions[3].double()
-    sample = city[torch.randperm(len(city), generator=gen)[:50_000]]
-    mu = sample.mean(0)
-    _, _, vh = torch.linalg.svd(sample - mu, full_matrices=False)
-    P = vh[:c.embed_dim]
-    for lv in range(4):
-        t = (directions[lv].double() - mu) @ P.T
-        t = (c.anchor_norms[lv] * t / t.norm(dim=-1, keepdim=True).clamp_min(1e-12)).float()
-        a = getattr(model, f"anchor_{lv}")
-        a.copy_(L.exp0(t, c.curvature) if model.manifold_anchors else t)
+    mu, P = _city_pca(directions, c.embed_dim, gen)
+    _places_along(model, directions, mu, P)
     model.candidate_dtype = _faster_dtype(model.support_unit)
     return {"anchor_norms": list(c.anchor_norms), "places": "support directions, PCA", "image_mlp": "zero residual",
             "candidate_dtype": str(model.candidate_dtype).replace("torch.", "")}

@@ -67,13 +67,14 @@ VALIDATION_SEED = 977_001
 @dataclass(frozen=True)
 class RecipeConfig:
     out: str = "runs/geoclip-recipe"
-    minutes: float = 30.0             # training time budget (building the banks not counted)
-    max_steps: int = 0                # 0: until the time budget
+    minutes: float = 45.0             # time cap (building the banks not counted); with max_steps 0 the budget itself
+    max_steps: int = 150              # steps of the run (the learning rates' cosine runs over them); 0: until the time cap
     seed: int = 0
-    bank: int = 200_000               # locations per photo source in the feature bank
+    bank: int = 50_000                # locations per photo source in the feature bank (more than a run draws)
     noise: tuple = (0.0, 1.5)         # photos' noise levels, uniform, x calibrated
     photo_head: str = "support"       # support: attention over support points (model.hierloc); mlp: the image MLP alone
     support_topk: int = 256
+    nest: tuple = (0.5, 0.3, 0.2)     # support head's warm start: regions, sub-regions, cities drawn toward their parent
     attention_weight: float = 0.0     # support head: the attention's own mass on the photo's places, -log, per level
     population_prior: bool = True     # support head: learn a weight on the cities' log population (else it stays 0)
     batch_size: int = 256
@@ -99,7 +100,7 @@ class RecipeConfig:
     tree_sample: int = 256            # places per level in the tree term per step
     radius_margin: float = 0.5
     max_anchor_norm: float = 8.0
-    eval_every: int = 250
+    eval_every: int = 50
     val_photos: int = 500             # per photo source
     threads: int = 0                  # torch threads (0: torch's default)
     extra: dict = field(default_factory=dict)
@@ -295,14 +296,27 @@ def _city_pca(directions: list[torch.Tensor], dim: int, gen: torch.Generator):
 
 
 @torch.no_grad()
-def _places_along(model, directions: list[torch.Tensor], mu: torch.Tensor, P: torch.Tensor) -> None:
-    """Each place along its own projected support direction, at its level's anchor norm."""
+def _places_along(model, directions: list[torch.Tensor], mu: torch.Tensor, P: torch.Tensor,
+                  nest: tuple = (1.0, 1.0, 1.0), parents: list | None = None) -> None:
+    """Each place along its own projected support direction, at its level's anchor norm.
+    ``nest`` (regions, sub-regions, cities) < 1 draws a level's directions toward their
+    parents': the unit offset from the parent's own direction is scaled by it and added to
+    the parent's nested direction (a tree: siblings keep their order around their parent,
+    nearer to it than to its neighbours)."""
     from hierloc.manifold import lorentz as L
 
     c = model.config
+    units, nested = [], []
     for lv in range(4):
         t = (directions[lv].double() - mu) @ P.T
-        t = (c.anchor_norms[lv] * t / t.norm(dim=-1, keepdim=True).clamp_min(1e-12)).float()
+        u = t / t.norm(dim=-1, keepdim=True).clamp_min(1e-12)
+        units.append(u)
+        if lv and any(g != 1.0 for g in nest):
+            par = parents[lv]
+            u = nested[lv - 1][par] + nest[lv - 1] * (u - units[lv - 1][par])
+            u = u / u.norm(dim=-1, keepdim=True).clamp_min(1e-12)
+        nested.append(u)
+        t = (c.anchor_norms[lv] * u).float()
         a = getattr(model, f"anchor_{lv}")
         a.copy_(L.exp0(t, c.curvature) if model.manifold_anchors else t)
 
@@ -354,7 +368,8 @@ def warm_start(model, directions: list[torch.Tensor], bank: FeatureBank, seed: i
 
 
 @torch.no_grad()
-def warm_start_support(model, directions: list[torch.Tensor], seed: int = 0) -> dict:
+def warm_start_support(model, directions: list[torch.Tensor], seed: int = 0, nest: tuple = (1.0, 1.0, 1.0),
+                       parents: list | None = None) -> dict:
     """Support head: each place along its own support direction projected on the top
     ``embed_dim`` principal directions of the cities', at the level's anchor norm (so the
     attention's mix of place tangents starts as the zero-shot posterior's mix of places);
@@ -363,9 +378,10 @@ def warm_start_support(model, directions: list[torch.Tensor], seed: int = 0) -> 
     c = model.config
     gen = torch.Generator().manual_seed(seed)
     mu, P = _city_pca(directions, c.embed_dim, gen)
-    _places_along(model, directions, mu, P)
+    _places_along(model, directions, mu, P, nest, parents)
     model.candidate_dtype = _faster_dtype(model.support_unit)
-    return {"anchor_norms": list(c.anchor_norms), "places": "support directions, PCA", "image_mlp": "zero residual",
+    return {"anchor_norms": list(c.anchor_norms), "places": "support directions, PCA", "nest": list(nest),
+            "image_mlp": "zero residual",
             "candidate_dtype": str(model.candidate_dtype).replace("torch.", "")}
 
 
@@ -508,19 +524,19 @@ def train_recipe(cfg: RecipeConfig) -> Path:
     post = TreePosterior.for_table(table, location_features(table)[3])
     directions = post.place_directions()
     prep_s = time.time() - t_prep
+    starts = [table.level_slice(lv).start for lv in range(4)]
+    parents = [None] + [torch.as_tensor(table.parent[table.level_slice(lv)] - starts[lv - 1], dtype=torch.long) for lv in range(1, 4)]
     if cfg.photo_head == "support":
         from hierloc.model.support import support_from_posterior
 
         model = build_model(cfg, table, support_from_posterior(post, table))
-        model.config.extra["warm_start"] = warm_start_support(model, directions, cfg.seed)
+        model.config.extra["warm_start"] = warm_start_support(model, directions, cfg.seed, tuple(cfg.nest), parents)
     else:
         model = build_model(cfg, table)
         model.config.extra["warm_start"] = warm_start(model, directions, bank, cfg.seed, cfg.detectors,
                                                       cfg.detector_gain)
     del post
     model.train()
-    starts = [table.level_slice(lv).start for lv in range(4)]
-    parents = [None] + [torch.as_tensor(table.parent[table.level_slice(lv)] - starts[lv - 1], dtype=torch.long) for lv in range(1, 4)]
     sampler = NegativeSampler(table, cfg.sampled_negatives)  # sub-regions and cities sampled
     named = dict(model.named_parameters())
     anchors = [p for n, p in named.items() if n.startswith("anchor_")]
@@ -593,7 +609,7 @@ def train_recipe(cfg: RecipeConfig) -> Path:
                  "tree": round(float(tl.detach()), 4), "distill": round(float(dl.detach()), 4),
                  "attention": round(float(al.detach()), 4)}
         elapsed = time.time() - t0
-        done = (cfg.max_steps and step >= cfg.max_steps) or (not cfg.max_steps and elapsed > cfg.minutes * 60)
+        done = (cfg.max_steps and step >= cfg.max_steps) or elapsed > cfg.minutes * 60
         if step % cfg.eval_every == 0 or done:
             extra = evaluate_and_save(step, elapsed, loss_v, parts)
         if done:

@@ -10,7 +10,9 @@ image MLP is a residual that starts at zero. Its logits T cos + prior_s carry a 
 prior over the support points (a bias per point, one per kind of point, and a weight on
 the cities' log population), so training learns where photos are taken. Places start
 along their support directions (radius 1 / 2 / 3 / 4 by level), so the first step answers
-as the zero-shot decoder does, up to the hyperbolic search. ``photo_head="mlp"`` keeps
+as the zero-shot decoder does, up to the hyperbolic search; ``nest`` draws each level's
+directions toward their parent's (so that a place's nearest place one level up is its
+parent: a tree), and the places' small learning rate keeps them so. ``photo_head="mlp"`` keeps
 the earlier head (an MLP from the photo feature alone, warm-started below).
 
 What the recipe changes against the first one (train.loop with ``--geoclip``), and why:
@@ -88,7 +90,7 @@ class RecipeConfig:
     sampled_negatives: int = 2048     # uniform sample per step of sub-regions and cities, besides the siblings
     fine_share: float = 0.25          # share of a batch's photos that also train sub-regions and cities
     lr: float = 1e-3
-    place_lr: float = 1e-2           # the places' tangent vectors
+    place_lr: float = 2e-3            # the places' tangent vectors (more moves cities across their parent's neighbours)
     bias_lr: float = 5e-2             # support head: the support points' biases
     weight_decay: float = 0.0
     grad_clip: float = 1.0

@@ -42,6 +42,9 @@ def test_shipped_checkpoint_matches_the_offline_places_and_says_how_it_was_made(
     # nothing takes about 10 more (README), so training itself must stay within 50
     assert meta["train"]["seconds"] <= 50 * 60
     assert meta["model"]["extra"]["search_score"] == "path"
+    # the support-attention head: its support points are rebuilt at load and match the hash it was trained with
+    assert meta["model"]["photo_head"] == "support" and len(meta["model"]["extra"]["support_hash"]) == 64
+    assert model.support_unit.shape[0] == meta["model"]["support_points"]
     assert not model.training
 
 

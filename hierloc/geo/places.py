@@ -216,6 +216,14 @@ class PlaceTable:
             self._cache["slices"] = [slice(int(bounds[i]), int(bounds[i + 1])) for i in range(len(LEVELS))]
         return self._cache["slices"][lv]
 
+    def parent_within_level(self, level: int | str) -> np.ndarray:
+        """Each place of ``level`` (> country): its parent's index among the places of the
+        level above (0 .. that level's size - 1)."""
+        lv = level_index(level)
+        if lv == 0:
+            raise ValueError("countries have no parent")
+        return self.parent[self.level_slice(lv)] - self.level_slice(lv - 1).start
+
     def level_size(self, level: int | str) -> int:
         s = self.level_slice(level)
         return s.stop - s.start

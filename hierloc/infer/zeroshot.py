@@ -322,8 +322,7 @@ class TreePosterior:
             unit.append(location_unit_cached(extra_latlon))
             cities.append(_file_under_cities(table, extra_latlon) - city.start)
             latlon.append(extra_latlon)
-        starts = [table.level_slice(lv).start for lv in range(4)]
-        parents = [None] + [table.parent[table.level_slice(lv)] - starts[lv - 1] for lv in range(1, 4)]
+        parents = [None] + [table.parent_within_level(lv) for lv in range(1, 4)]
         return cls(torch.cat(unit), np.concatenate(cities), np.concatenate(latlon), parents,
                    [table.level_size(lv) for lv in range(4)], temperature)
 

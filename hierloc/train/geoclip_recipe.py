@@ -69,7 +69,7 @@ VALIDATION_SEED = 977_001
 @dataclass(frozen=True)
 class RecipeConfig:
     out: str = "runs/geoclip-recipe"
-    minutes: float = 45.0             # time cap (building the banks not counted); with max_steps 0 the budget itself
+    minutes: float = 45.0             # time cap (building the banks not counted); the budget when max_steps is 0
     max_steps: int = 150              # steps of the run (the learning rates' cosine runs over them); 0: until the time cap
     seed: int = 0
     bank: int = 50_000                # locations per photo source in the feature bank (more than a run draws)
@@ -526,8 +526,7 @@ def train_recipe(cfg: RecipeConfig) -> Path:
     post = TreePosterior.for_table(table, location_features(table)[3])
     directions = post.place_directions()
     prep_s = time.time() - t_prep
-    starts = [table.level_slice(lv).start for lv in range(4)]
-    parents = [None] + [torch.as_tensor(table.parent[table.level_slice(lv)] - starts[lv - 1], dtype=torch.long) for lv in range(1, 4)]
+    parents = [None] + [torch.as_tensor(table.parent_within_level(lv), dtype=torch.long) for lv in range(1, 4)]
     if cfg.photo_head == "support":
         from hierloc.model.support import support_from_posterior
 

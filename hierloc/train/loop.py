@@ -285,7 +285,7 @@ class NegativeSampler:
             if not self.max_negatives or n <= self.max_negatives or lv == 0:
                 self.children.append(None)
                 continue
-            parent = table.parent[table.level_slice(lv)] - table.level_slice(lv - 1).start
+            parent = table.parent_within_level(lv)
             order = np.argsort(parent, kind="stable")
             starts = np.searchsorted(parent[order], np.arange(self.sizes[lv - 1] + 1))
             self.children.append((order, starts))

@@ -78,6 +78,7 @@ class RecipeConfig:
     support_topk: int = 256
     nest: tuple = (0.5, 0.3, 0.2)     # support head's warm start: regions, sub-regions, cities drawn toward their parent
     attention_weight: float = 0.0     # support head: the attention's own mass on the photo's places, -log, per level
+    image_mlp: bool = False           # support head: train the image MLP's residual (it cost cities: 41% -> 24%)
     population_prior: bool = True     # support head: learn a weight on the cities' log population (else it stays 0)
     batch_size: int = 256
     embed_dim: int = 128
@@ -91,6 +92,7 @@ class RecipeConfig:
     fine_share: float = 0.25          # share of a batch's photos that also train sub-regions and cities
     lr: float = 1e-3
     place_lr: float = 2e-3            # the places' tangent vectors (more moves cities across their parent's neighbours)
+    place_lr_scale: tuple = (1.0, 1.0, 1.0, 1.0)  # places' lr per level (countries .. cities), times place_lr
     bias_lr: float = 5e-2             # support head: the support points' biases
     weight_decay: float = 0.0
     grad_clip: float = 1.0
@@ -102,10 +104,14 @@ class RecipeConfig:
     tree_sample: int = 256            # places per level in the tree term per step
     radius_margin: float = 0.5
     max_anchor_norm: float = 8.0
-    eval_every: int = 50
-    val_photos: int = 500             # per photo source
+    eval_every: int = 25
+    val_photos: int = 2000            # per photo source (500 choose the step by noise)
     threads: int = 0                  # torch threads (0: torch's default)
     extra: dict = field(default_factory=dict)
+
+    def __post_init__(self):
+        if len(self.place_lr_scale) != 4 or min(self.place_lr_scale) < 0:
+            raise ValueError("place_lr_scale takes one factor >= 0 per level (countries, regions, sub-regions, cities)")
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -540,13 +546,17 @@ def train_recipe(cfg: RecipeConfig) -> Path:
     model.train()
     sampler = NegativeSampler(table, cfg.sampled_negatives)  # sub-regions and cities sampled
     named = dict(model.named_parameters())
-    anchors = [p for n, p in named.items() if n.startswith("anchor_")]
+    anchors = [getattr(model, f"anchor_{lv}") for lv in range(4)]
     if not cfg.population_prior:
         named.pop("support_population_weight", None)  # stays 0 (saved as such)
+    if not cfg.image_mlp and cfg.photo_head == "support":
+        for n in [n for n in named if n.startswith("photo_mlp.") or n == "log_alpha_img"]:
+            named.pop(n)  # the residual stays zero (saved as such)
     biases = [p for n, p in named.items() if n.startswith("support_") and (n.endswith("bias") or n.endswith("weight"))]
     rest = [p for p in named.values() if not any(p is q for q in anchors + biases)]
+    base_lrs = [cfg.lr, *(cfg.place_lr * f for f in cfg.place_lr_scale), cfg.bias_lr]
     opt = torch.optim.AdamW([{"params": rest, "lr": cfg.lr, "weight_decay": cfg.weight_decay},
-                             {"params": anchors, "lr": cfg.place_lr, "weight_decay": 0.0},
+                             *({"params": [a], "lr": lr, "weight_decay": 0.0} for a, lr in zip(anchors, base_lrs[1:5])),
                              {"params": biases, "lr": cfg.bias_lr, "weight_decay": 0.0}])
     params = rest + anchors + biases
     gen = torch.Generator().manual_seed(cfg.seed)
@@ -597,7 +607,7 @@ def train_recipe(cfg: RecipeConfig) -> Path:
             if cfg.cosine:  # lr decays to a tenth along the budget (steps, else minutes)
                 done_share = step / cfg.max_steps if cfg.max_steps else (time.time() - t0) / (60 * cfg.minutes)
                 f = 0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * min(1.0, done_share)))
-                for g, base in zip(opt.param_groups, (cfg.lr, cfg.place_lr, cfg.bias_lr)):
+                for g, base in zip(opt.param_groups, base_lrs):
                     g["lr"] = base * f
             opt.step()
             if cfg.max_anchor_norm:

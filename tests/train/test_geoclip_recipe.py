@@ -83,6 +83,7 @@ def test_recipe_command_trains_a_model_that_loads_and_searches_by_path(tmp_path,
         assert model.config.support_points > table.level_size(3)
         assert len(meta["model"]["extra"]["support_hash"]) == 64
         assert all(np.isfinite(h["attention"]) for h in hist[1:])
+        assert not model.photo_mlp[-1].weight.any()  # by default the image MLP's residual stays zero
     assert meta["train"]["command"].startswith("python -m hierloc train --geoclip-recipe")
     assert "--set max_steps=4" in meta["train"]["command"]
     best, _ = predict_features(model, table, torch.nn.functional.normalize(torch.randn(5, 512), dim=-1))
@@ -90,3 +91,5 @@ def test_recipe_command_trains_a_model_that_loads_and_searches_by_path(tmp_path,
         par = table.parent[table.level_slice(lv)][best[:, lv]] - table.level_slice(lv - 1).start
         assert np.array_equal(par, best[:, lv - 1])
     assert main(["train", "--geoclip-recipe", "--set", "nonsense=1"]) != 0
+    with pytest.raises(ValueError, match="one factor"):
+        R.RecipeConfig(place_lr_scale=(1.0, 1.0))

@@ -63,10 +63,19 @@ class ZeroShotUnavailable(RuntimeError):
     """CLIP ViT-L/14 weights missing and no network; the message says what to do."""
 
 
-def geoclip_weights_dir() -> Path:
-    import geoclip
+def geoclip_package_dir() -> Path:
+    """The geoclip wheel's folder, found without importing it (its __init__ imports
+    transformers: seconds, on every checkpoint load that only needs its data files)."""
+    import importlib.util
 
-    return Path(geoclip.__file__).parent / "model" / "weights"
+    spec = importlib.util.find_spec("geoclip")
+    if spec is None or not spec.origin:
+        raise ModuleNotFoundError("the geoclip package is not installed: pip install -r requirements.txt")
+    return Path(spec.origin).parent
+
+
+def geoclip_weights_dir() -> Path:
+    return geoclip_package_dir() / "model" / "weights"
 
 
 class GeoCLIPImagePath(nn.Module):
@@ -171,10 +180,9 @@ CITY_DISTRIBUTION = 256
 
 def gallery_latlon() -> np.ndarray:
     """GeoCLIP's 100k GPS gallery (shipped in the geoclip wheel): (G, 2) degrees, (lat, lon)."""
-    import geoclip
     import pandas as pd
 
-    df = pd.read_csv(Path(geoclip.__file__).parent / "model" / GALLERY_FILE)
+    df = pd.read_csv(geoclip_package_dir() / "model" / GALLERY_FILE)
     return df[["LAT", "LON"]].to_numpy(dtype=np.float64)
 
 
@@ -280,6 +288,31 @@ def _file_under_cities(table, latlon: np.ndarray) -> np.ndarray:
         return tree.query(unit_vectors(latlon[:, 0], latlon[:, 1]))[1] + city.start
 
 
+def _gallery_cities(table, latlon: np.ndarray) -> np.ndarray:
+    """_file_under_cities of the gallery, cached by the table's and the points' hashes (the
+    reverse geocoding of 100k points is most of a checkpoint's load otherwise)."""
+    import hashlib
+
+    from hierloc.paths import cache_dir
+
+    digest = hashlib.sha256(np.ascontiguousarray(latlon, dtype=np.float64).tobytes()).hexdigest()[:16]
+    cache = cache_dir() / "location" / f"gallery-cities-{table.content_hash()[:16]}-{digest}.npy"
+    if cache.exists():
+        try:
+            rows = np.load(cache, allow_pickle=False)
+            if rows.shape == (len(latlon),):
+                return rows
+        except (OSError, ValueError):
+            pass  # a broken cache file: file them again
+    rows = _file_under_cities(table, latlon)
+    cache.parent.mkdir(parents=True, exist_ok=True)
+    tmp = cache.with_name(cache.name + ".tmp")
+    with open(tmp, "wb") as fh:
+        np.save(fh, np.asarray(rows, dtype=np.int64), allow_pickle=False)
+    tmp.replace(cache)
+    return rows
+
+
 class TreePosterior:
     """Decode GeoCLIP photo features over the place tree (see the module docstring).
 
@@ -315,7 +348,7 @@ class TreePosterior:
         if with_gallery:
             g_ll = gallery_latlon()
             unit.append(gallery_features())
-            cities.append(_file_under_cities(table, g_ll) - city.start)
+            cities.append(_gallery_cities(table, g_ll) - city.start)
             latlon.append(g_ll)
         if extra_latlon is not None and len(extra_latlon):
             extra_latlon = np.asarray(extra_latlon, dtype=np.float64)

@@ -182,3 +182,24 @@ def test_gallery_points_join_the_posterior_and_answer(places):
     res = mine.search(u, k=1)
     assert np.allclose(res.gps[:, 0].numpy(), extra, atol=1e-6)
     assert [str(places.key[places.level_slice(0).start + int(c)]) for c in res.best[:, 0]] == ["US", "US"]
+
+
+def test_gallery_filing_is_cached_and_survives_a_broken_cache(tmp_path, monkeypatch):
+    """The gallery's city rows are reverse geocoded once per table and kept; a cache file
+    that is broken or of another size is filed again, never trusted."""
+    from hierloc.geo.places import default_places
+
+    monkeypatch.setenv("HIERLOC_CACHE", str(tmp_path))
+    table = default_places()
+    ll = zs.gallery_latlon()[:500]
+    want = zs._file_under_cities(table, ll)
+    assert np.array_equal(zs._gallery_cities(table, ll), want)
+    (cache,) = (tmp_path / "location").glob("gallery-cities-*.npy")
+    calls = []
+    monkeypatch.setattr(zs, "_file_under_cities", lambda t, x: calls.append(1) or want)
+    assert np.array_equal(zs._gallery_cities(table, ll), want) and not calls  # read from the cache
+    cache.write_bytes(b"not an array")
+    assert np.array_equal(zs._gallery_cities(table, ll), want) and len(calls) == 1
+    np.save(cache, want[:10])
+    assert np.array_equal(zs._gallery_cities(table, ll), want) and len(calls) == 2
+    assert zs.geoclip_package_dir().joinpath("model", zs.GALLERY_FILE).exists()

@@ -45,6 +45,7 @@ def test_shipped_checkpoint_matches_the_offline_places_and_says_how_it_was_made(
     # the support-attention head: its support points are rebuilt at load and match the hash it was trained with
     assert meta["model"]["photo_head"] == "support" and len(meta["model"]["extra"]["support_hash"]) == 64
     assert model.support_unit.shape[0] == meta["model"]["support_points"]
+    assert not model.photo_mlp[-1].weight.any()  # the image MLP's residual stayed zero (the recipe's default)
     assert not model.training
 
 

@@ -292,6 +292,7 @@ def _gallery_cities(table, latlon: np.ndarray) -> np.ndarray:
     """_file_under_cities of the gallery, cached by the table's and the points' hashes (the
     reverse geocoding of 100k points is most of a checkpoint's load otherwise)."""
     import hashlib
+    import os
 
     from hierloc.paths import cache_dir
 
@@ -306,7 +307,7 @@ def _gallery_cities(table, latlon: np.ndarray) -> np.ndarray:
             pass  # a broken cache file: file them again
     rows = _file_under_cities(table, latlon)
     cache.parent.mkdir(parents=True, exist_ok=True)
-    tmp = cache.with_name(cache.name + ".tmp")
+    tmp = cache.with_name(f"{cache.name}.tmp{os.getpid()}")  # the app and a benchmark may file at once
     with open(tmp, "wb") as fh:
         np.save(fh, np.asarray(rows, dtype=np.int64), allow_pickle=False)
     tmp.replace(cache)

@@ -554,9 +554,10 @@ def train_recipe(cfg: RecipeConfig) -> Path:
             named.pop(n)  # the residual stays zero (saved as such)
     biases = [p for n, p in named.items() if n.startswith("support_") and (n.endswith("bias") or n.endswith("weight"))]
     rest = [p for p in named.values() if not any(p is q for q in anchors + biases)]
-    base_lrs = [cfg.lr, *(cfg.place_lr * f for f in cfg.place_lr_scale), cfg.bias_lr]
+    place_lrs = [cfg.place_lr * f for f in cfg.place_lr_scale]  # one group per level
+    base_lrs = [cfg.lr, *place_lrs, cfg.bias_lr]  # the groups' order, for the cosine below
     opt = torch.optim.AdamW([{"params": rest, "lr": cfg.lr, "weight_decay": cfg.weight_decay},
-                             *({"params": [a], "lr": lr, "weight_decay": 0.0} for a, lr in zip(anchors, base_lrs[1:5])),
+                             *({"params": [a], "lr": lr, "weight_decay": 0.0} for a, lr in zip(anchors, place_lrs)),
                              {"params": biases, "lr": cfg.bias_lr, "weight_decay": 0.0}])
     params = rest + anchors + biases
     gen = torch.Generator().manual_seed(cfg.seed)

@@ -178,6 +178,37 @@ def checkpoint_decoder(source: str, beam: int = 10, search: str = "beam"):
     return decode
 
 
+def attention_posterior_decoder(model, table, gallery_only: bool = False):
+    """A support-head checkpoint's attention read as a posterior (benchmarks/bench_ceiling.py):
+    per level, the place of largest summed attention weight over the photo's top-k support
+    points (levels chosen independently); GPS: that city's. ``gallery_only`` attends over
+    GeoCLIP's gallery points alone (an oracle on gallery locations)."""
+    prior = model.support_prior().detach()
+    if gallery_only:
+        prior = prior.masked_fill(model.support_kind != 1, float("-inf"))
+    T = float(model.log_support_temperature.detach().exp())
+    k = min(model.config.support_topk, model.config.support_points)
+
+    @torch.inference_mode()
+    def decode(space, u: torch.Tensor) -> Decoded:
+        u = torch.nn.functional.normalize(u.float(), dim=-1)
+        best = []
+        for part in u.split(256):
+            val, idx = (T * (part @ model.support_unit.T) + prior).topk(k, dim=1)
+            a = torch.softmax(val, dim=1)
+            path = []
+            for lv in range(4):
+                anc = getattr(model, f"support_ancestor_{lv}")[idx]
+                mass = torch.zeros(len(part), model.config.num_places[lv]).scatter_add_(1, anc, a)
+                path.append(mass.argmax(1))
+            best.append(torch.stack(path, 1))
+        paths = torch.cat(best).numpy()
+        rows = paths[:, 3] + table.level_slice("city").start
+        return Decoded(keys_of_paths(table, paths), table.lat_deg[rows], table.lon_deg[rows])
+
+    return decode
+
+
 DECODERS = {
     "GeoCLIP gallery retrieval": decode_gallery,
     "flat nearest city": decode_flat_city,

@@ -130,3 +130,34 @@ def test_support_checkpoint_round_trip_rebuilds_its_support_points_and_refuses_o
     (tmp_path / "ck" / "config.json").write_text(json.dumps(meta))
     with pytest.raises(CheckpointError, match="support points"):
         load_checkpoint(tmp_path / "ck")
+
+
+def test_attention_read_as_a_posterior_sums_the_weights_per_place_and_the_oracle_keeps_the_gallery():
+    """eval.geoclip_bench.attention_posterior_decoder (benchmarks/bench_ceiling.py): per level
+    the place of largest summed attention, by hand; gallery_only counts gallery points alone."""
+    from hierloc.eval.geoclip_bench import attention_posterior_decoder
+
+    table = tiny_places()
+    sup = _support(table, extra=12)
+    S, n_city = len(sup["unit"]), table.level_size(3)
+    model = _model(table, sup, topk=S).eval()
+    with torch.no_grad():
+        model.support_bias.copy_(torch.randn(S, generator=torch.Generator().manual_seed(4)))
+    x = torch.randn(6, 16, generator=torch.Generator().manual_seed(5))
+    u = torch.nn.functional.normalize(x, dim=-1)
+    logits = 5.0 * u @ sup["unit"].T + model.support_prior().detach()
+    for gallery_only in (False, True):
+        lg = logits.clone()
+        if gallery_only:
+            lg[:, :n_city] = float("-inf")
+        a = torch.softmax(lg, dim=1)
+        dec = attention_posterior_decoder(model, table, gallery_only=gallery_only)(None, x)
+        for lv, level in enumerate(("country", "region", "sub-region", "city")):
+            mass = torch.zeros(6, table.level_size(lv)).index_add_(1, sup["ancestors"][lv], a)
+            want = table.key[table.level_slice(lv)][mass.argmax(1).numpy()].astype(str)
+            assert list(dec.keys[level]) == list(want)
+        if gallery_only:  # only cities some gallery point is filed under can be answered
+            allowed = set(table.key[table.level_slice(3)][sup["ancestors"][3][n_city:].numpy()].astype(str))
+            assert set(dec.keys["city"]) <= allowed
+        city_rows = [table.index(k) for k in dec.keys["city"]]
+        assert np.allclose(dec.lat_deg, table.lat_deg[city_rows])

@@ -29,6 +29,7 @@ import torch
 
 
 def main(argv=None) -> int:
+    from hierloc import LEVELS
     from hierloc.eval import geoclip_bench as gb
     from hierloc.model.checkpoint import load_checkpoint
 
@@ -50,7 +51,7 @@ def main(argv=None) -> int:
     space = gb.Space(table)
     decoders = {"GeoCLIP gallery retrieval": gb.decode_gallery,
                 "zero-shot, tree posterior (shipped)": gb.decode_tree_posterior,
-                "HierLoc checkpoint, beam": gb.checkpoint_decoder(args.checkpoint),
+                "HierLoc checkpoint, beam": gb.model_decoder(model, table, name=args.checkpoint),
                 "attention posterior, learned prior": gb.attention_posterior_decoder(model, table),
                 "attention posterior, gallery points only (oracle on gallery locations)":
                     gb.attention_posterior_decoder(model, table, gallery_only=True)}
@@ -63,7 +64,7 @@ def main(argv=None) -> int:
           f"(GeoCLIP-space proxy, not real photos)")
     print(f"| decoder | country | region | sub-region | city | GeoScore |\n|---|---|---|---|---|---|")
     for name, r in res["levels"][0]["results"].items():
-        acc = [f"{100 * r['accuracy'][lv]:.1f}" for lv in ("country", "region", "sub-region", "city")]
+        acc = [f"{100 * r['accuracy'][lv]:.1f}" for lv in LEVELS]
         print(f"| {name} | {' | '.join(acc)} | {r['geoscore']:.0f} |")
     return 0
 

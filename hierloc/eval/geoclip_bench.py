@@ -162,12 +162,18 @@ def decode_tree_posterior(space: Space, u: torch.Tensor) -> Decoded:
 
 def checkpoint_decoder(source: str, beam: int = 10, search: str = "beam"):
     """A HierLoc checkpoint whose photo head takes 512-d GeoCLIP features."""
-    from hierloc.eval.evaluate import predict_features
     from hierloc.model.checkpoint import load_checkpoint
 
     model, table, _ = load_checkpoint(source)
+    return model_decoder(model, table, beam, search, name=source)
+
+
+def model_decoder(model, table, beam: int = 10, search: str = "beam", name: str = "the model"):
+    """A loaded HierLoc model's search (checkpoint_decoder, once it is loaded)."""
+    from hierloc.eval.evaluate import predict_features
+
     if model.config.feat_dim != FEATURE_DIM:
-        raise ValueError(f"checkpoint {source} takes {model.config.feat_dim}-d features, not GeoCLIP's "
+        raise ValueError(f"checkpoint {name} takes {model.config.feat_dim}-d features, not GeoCLIP's "
                          f"{FEATURE_DIM}-d: it was not trained in GeoCLIP's space")
 
     def decode(space: Space, u: torch.Tensor) -> Decoded:
@@ -181,26 +187,22 @@ def checkpoint_decoder(source: str, beam: int = 10, search: str = "beam"):
 def attention_posterior_decoder(model, table, gallery_only: bool = False):
     """A support-head checkpoint's attention read as a posterior (benchmarks/bench_ceiling.py):
     per level, the place of largest summed attention weight over the photo's top-k support
-    points (levels chosen independently); GPS: that city's. ``gallery_only`` attends over
-    GeoCLIP's gallery points alone (an oracle on gallery locations)."""
-    prior = model.support_prior().detach()
+    points (HierLoc.support_attention; levels chosen independently); GPS: that city's.
+    ``gallery_only`` attends over GeoCLIP's gallery points alone (an oracle on gallery
+    locations)."""
+    prior = None
     if gallery_only:
-        prior = prior.masked_fill(model.support_kind != 1, float("-inf"))
-    T = float(model.log_support_temperature.detach().exp())
-    k = min(model.config.support_topk, model.config.support_points)
+        prior = model.support_prior().detach().masked_fill(model.support_kind != 1, float("-inf"))
 
     @torch.inference_mode()
     def decode(space, u: torch.Tensor) -> Decoded:
-        u = torch.nn.functional.normalize(u.float(), dim=-1)
         best = []
         for part in u.split(256):
-            val, idx = (T * (part @ model.support_unit.T) + prior).topk(k, dim=1)
-            a = torch.softmax(val, dim=1)
+            idx, a = model.support_attention(part, prior)
             path = []
-            for lv in range(4):
+            for lv, n in enumerate(model.config.num_places):
                 anc = getattr(model, f"support_ancestor_{lv}")[idx]
-                mass = torch.zeros(len(part), model.config.num_places[lv]).scatter_add_(1, anc, a)
-                path.append(mass.argmax(1))
+                path.append(torch.zeros(len(part), n).scatter_add_(1, anc, a).argmax(1))
             best.append(torch.stack(path, 1))
         paths = torch.cat(best).numpy()
         rows = paths[:, 3] + table.level_slice("city").start

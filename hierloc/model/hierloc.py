@@ -154,10 +154,13 @@ class HierLoc(nn.Module):
         nn.init.zeros_(self.photo_mlp[-1].weight)  # the image MLP starts as a zero residual
         nn.init.zeros_(self.photo_mlp[-1].bias)
 
-    def support_attention(self, feats: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def support_attention(self, feats: torch.Tensor, prior: torch.Tensor | None = None
+                          ) -> tuple[torch.Tensor, torch.Tensor]:
         """(B, F) -> (top-k support indices (B, k), attention weights (B, k)): the k support
         points of largest T cos + bias (found without gradient, in candidate_dtype), their
-        weights recomputed exactly (gradients reach T and the biases)."""
+        weights recomputed exactly (gradients reach T and the biases). ``prior`` (S,), to
+        read the attention under another prior than the learned one (-inf leaves a point out;
+        eval.geoclip_bench.attention_posterior_decoder), takes no gradient."""
         u = nn.functional.normalize(feats.float(), dim=-1)
         T = self.log_support_temperature.exp()
         k = min(self.config.support_topk, self.config.support_points)
@@ -168,12 +171,15 @@ class HierLoc(nn.Module):
                 if cached is None or cached.dtype != self.candidate_dtype or cached.device != keys.device:
                     self._keys_lowp = cached = keys.to(self.candidate_dtype)
                 keys = cached
-            bias = self.support_prior().detach()
+            bias = (self.support_prior() if prior is None else prior).detach()
             idx = torch.cat([(part.to(keys.dtype) @ keys.T).float().mul_(T.detach()).add_(bias).topk(k, dim=1).indices
                              for part in u.split(256)])  # (B, k)
         cos = torch.einsum("bd,bkd->bk", u, self.support_unit[idx])
-        bias = (self.support_bias[idx] + self.support_kind_bias[self.support_kind[idx]]
-                + self.support_population_weight * self.support_log_population[idx])
+        if prior is None:
+            bias = (self.support_bias[idx] + self.support_kind_bias[self.support_kind[idx]]
+                    + self.support_population_weight * self.support_log_population[idx])
+        else:
+            bias = prior.detach()[idx]
         return idx, torch.softmax(T * cos + bias, dim=1)
 
     def support_prior(self) -> torch.Tensor:

@@ -135,6 +135,7 @@ def test_support_checkpoint_round_trip_rebuilds_its_support_points_and_refuses_o
 def test_attention_read_as_a_posterior_sums_the_weights_per_place_and_the_oracle_keeps_the_gallery():
     """eval.geoclip_bench.attention_posterior_decoder (benchmarks/bench_ceiling.py): per level
     the place of largest summed attention, by hand; gallery_only counts gallery points alone."""
+    from hierloc import LEVELS
     from hierloc.eval.geoclip_bench import attention_posterior_decoder
 
     table = tiny_places()
@@ -152,7 +153,7 @@ def test_attention_read_as_a_posterior_sums_the_weights_per_place_and_the_oracle
             lg[:, :n_city] = float("-inf")
         a = torch.softmax(lg, dim=1)
         dec = attention_posterior_decoder(model, table, gallery_only=gallery_only)(None, x)
-        for lv, level in enumerate(("country", "region", "sub-region", "city")):
+        for lv, level in enumerate(LEVELS):
             mass = torch.zeros(6, table.level_size(lv)).index_add_(1, sup["ancestors"][lv], a)
             want = table.key[table.level_slice(lv)][mass.argmax(1).numpy()].astype(str)
             assert list(dec.keys[level]) == list(want)

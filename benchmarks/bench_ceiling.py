@@ -66,6 +66,7 @@ def main(argv=None) -> int:
     for name, r in res["levels"][0]["results"].items():
         acc = [f"{100 * r['accuracy'][lv]:.1f}" for lv in LEVELS]
         print(f"| {name} | {' | '.join(acc)} | {r['geoscore']:.0f} |")
+    print("\n" + "\n".join(gb.paired_lines(res["levels"][0]["paired"])))
     return 0
 
 

@@ -20,6 +20,7 @@ from pathlib import Path
 
 def main(argv=None) -> int:
     from hierloc.eval import geoclip_bench as gb
+    from hierloc.model.checkpoint import load_checkpoint
 
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("checkpoint")
@@ -31,10 +32,11 @@ def main(argv=None) -> int:
     ap.add_argument("--seed", type=int, default=0)
     args = ap.parse_args(argv)
     levels = tuple(float(v) for v in args.noise.split(","))
+    model, table, _ = load_checkpoint(args.checkpoint)
     space = gb.Space()
     decoders = dict(gb.DECODERS)
-    decoders[f"{args.label}, beam"] = gb.checkpoint_decoder(args.checkpoint)
-    decoders[f"{args.label}, flat"] = gb.checkpoint_decoder(args.checkpoint, search="flat")
+    decoders[f"{args.label}, beam"] = gb.model_decoder(model, table, name=args.checkpoint)
+    decoders[f"{args.label}, flat"] = gb.model_decoder(model, table, search="flat", name=args.checkpoint)
     summary = {}
     for split in args.splits.split(","):
         for where in ("cities", "gallery"):
@@ -56,6 +58,9 @@ def main(argv=None) -> int:
             best = {lv: max(row[b][lv] for b in gb.BASELINES) for lv in ("country", "region")}
             row["beam ahead of the best baseline"] = {lv: round(row[f"{args.label}, beam"][lv] - best[lv], 1)
                                                       for lv in ("country", "region")}
+            row["beam against each baseline, paired, 95 % interval"] = {
+                b: {lv: [g["diff"], g["low"], g["high"]] for lv, g in per_level.items() if lv in ("country", "region")}
+                for b, per_level in cal["paired"][f"{args.label}, beam"].items()}
             summary[f"{where}, {split}"] = row
     print(json.dumps(summary, indent=2))
     if args.out:

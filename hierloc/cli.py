@@ -481,7 +481,7 @@ def cmd_bench_geoclip(args) -> int:
     import torch
 
     from hierloc.eval import geoclip_bench as gb
-    from hierloc.model.checkpoint import CheckpointError
+    from hierloc.model.checkpoint import CheckpointError, load_checkpoint
 
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -496,8 +496,9 @@ def cmd_bench_geoclip(args) -> int:
         label, _, ckpt = item.rpartition("=") if "=" in item and not Path(item).exists() else ("", "", item)
         label = label or f"checkpoint {ckpt}"
         try:
-            decoders[f"{label}, beam"] = gb.checkpoint_decoder(ckpt, beam=args.beam)
-            decoders[f"{label}, flat"] = gb.checkpoint_decoder(ckpt, beam=args.beam, search="flat")
+            model, table, _ = load_checkpoint(ckpt)
+            decoders[f"{label}, beam"] = gb.model_decoder(model, table, beam=args.beam, name=ckpt)
+            decoders[f"{label}, flat"] = gb.model_decoder(model, table, beam=args.beam, search="flat", name=ckpt)
         except (CheckpointError, ValueError) as exc:
             raise CommandError(str(exc)) from None
     if args.gallery:

@@ -66,15 +66,24 @@ def test_bench_search_json_keys():
 def test_bench_geoclip_on_my_own_locations(tmp_path):
     where = tmp_path / "mine.csv"
     where.write_text("latitude,longitude\n48.8566,2.3522\n35.6762,139.6503\n-33.87,151.21\n40.71,-74.0\n")
-    out = run("bench", "geoclip", "--locations", str(where), "--noise", "0", "--json", "--out", str(tmp_path / "o"))
+    out = run("bench", "geoclip", "--locations", str(where), "--noise", "0", "--json", "--out", str(tmp_path / "o"),
+              "--checkpoint", "HierLoc=checkpoints/hierloc-geoclip")
     assert out.returncode == 0, out.stderr
     res = json.loads(out.stdout)
     assert res["photos"] == 4 and "not accuracy on real photos" in res["benchmark"]
-    shipped = res["levels"][0]["results"]["zero-shot, tree posterior (shipped)"]
+    block = res["levels"][0]
+    shipped = block["results"]["zero-shot, tree posterior (shipped)"]
     assert shipped["accuracy"]["country"] == 1.0  # Paris, Tokyo, Sydney, New York without noise
-    assert (tmp_path / "o" / "geoclip_bench.md").read_text().startswith("GeoCLIP-space proxy benchmark")
+    assert {"HierLoc, beam", "HierLoc, flat"} <= set(block["results"])
+    # the checkpoint set beside each baseline on the same four photos
+    gap = block["paired"]["HierLoc, beam"]["GeoCLIP gallery retrieval"]["country"]
+    assert gap["photos"] == 4 and gap["only_a"] + gap["only_b"] <= 4
+    md = (tmp_path / "o" / "geoclip_bench.md").read_text()
+    assert md.startswith("GeoCLIP-space proxy benchmark") and "- HierLoc, beam against flat nearest city: " in md
     bad = run("bench", "geoclip", "--noise", "x")
     assert bad.returncode == 2 and "--noise" in bad.stderr
+    missing = run("bench", "geoclip", "--locations", str(where), "--checkpoint", str(tmp_path / "nowhere"))
+    assert missing.returncode != 0 and "Traceback" not in missing.stderr and "nowhere" in missing.stderr
 
 
 @pytest.mark.slow

@@ -44,7 +44,7 @@ from hierloc.data.pseudo_photos import (  # noqa: F401 (the benchmark's names, s
     CALIBRATED, FEATURE_DIM, NoiseModel, displace, displace_some, location_unit, photo_features, read_locations,
     sample_locations)
 from hierloc.eval.evaluate import keys_of_paths
-from hierloc.eval.metrics import PUBLISHED_IM2GPS3K, THRESHOLDS_KM, all_metrics
+from hierloc.eval.metrics import PUBLISHED_IM2GPS3K, THRESHOLDS_KM, all_metrics, level_hits, paired_difference
 
 log = logging.getLogger(__name__)
 
@@ -228,6 +228,14 @@ def score(space: Space, dec: Decoded, lat, lon, truth: dict) -> dict:
     return all_metrics(dec.lat_deg, dec.lon_deg, lat, lon, pred_keys=dec.keys, true_keys=truth, rg_keys=rg_keys)
 
 
+def paired(hits: dict, baselines=BASELINES) -> dict:
+    """Every decoder that is not a baseline against each baseline present, per level, on
+    the same photos (metrics.paired_difference): decoder -> baseline -> level -> gap."""
+    return {name: {b: {lv: paired_difference(h[lv], hits[b][lv]) for lv in h if lv in hits[b]}
+                   for b in baselines if b in hits}
+            for name, h in hits.items() if name not in baselines}
+
+
 def run(n_photos: int = 1000, where: str = "cities", locations=None, levels=DEFAULT_LEVELS,
         noise: NoiseModel = CALIBRATED, decoders: dict | None = None, seed: int = 0, space: Space | None = None,
         split: str = "all") -> dict:
@@ -248,14 +256,17 @@ def run(n_photos: int = 1000, where: str = "cities", locations=None, levels=DEFA
            "countries": int(len(set(truth["country"]))), "levels": []}
     for level in levels:
         u = photo_features(space.encoder, lat, lon, noise.at(level), seed=seed + 1)
-        results = {}
+        results, hits = {}, {}
         for name, fn in decoders.items():
             t = time.perf_counter()
-            results[name] = score(space, fn(space, u), lat, lon, truth)
+            dec = fn(space, u)
+            results[name] = score(space, dec, lat, lon, truth)
+            hits[name] = level_hits(dec.keys, truth)
             results[name]["seconds"] = round(time.perf_counter() - t, 2)
             log.info("noise x%s %s: country %.1f%%, GeoScore %.0f (%.1f s)", level, name,
                      100 * results[name]["accuracy"]["country"], results[name]["geoscore"], results[name]["seconds"])
-        out["levels"].append({"level": level, "noise": asdict(noise.at(level)), "results": results})
+        out["levels"].append({"level": level, "noise": asdict(noise.at(level)), "results": results,
+                              "paired": paired(hits)})
     out["seconds"] = round(time.perf_counter() - t0, 1)
     return out
 
@@ -270,6 +281,17 @@ def shortfall(results: dict, decoder: str, baselines=BASELINES) -> dict:
     best = max(results[b]["geoscore"] for b in baselines)
     out["geoscore"] = round((best - results[decoder]["geoscore"]) / 50.0, 2)
     return out
+
+
+def paired_lines(gaps: dict) -> list[str]:
+    """A level block's paired gaps (:func:`paired`) as markdown lines."""
+    lines = ["Paired on the same photos: accuracy points ahead (negative: behind), "
+             "95 % interval in brackets, country / region / sub-region / city:", ""]
+    for name, against in gaps.items():
+        for base, per_level in against.items():
+            cells = " / ".join(f"{g['diff']:+.1f} [{g['low']:+.1f}, {g['high']:+.1f}]" for g in per_level.values())
+            lines.append(f"- {name} against {base}: {cells}")
+    return lines
 
 
 def markdown(res: dict) -> str:
@@ -289,6 +311,8 @@ def markdown(res: dict) -> str:
             within = " | ".join(f"{100 * m['acc_km'][str(t)]:.1f}" for t in THRESHOLDS_KM)
             lines.append(f"| {name} | {acc} | {within} | {m['median_km']:.1f} | {m['geoscore']:.0f} |")
         lines.append("")
+        if block.get("paired"):
+            lines += [*paired_lines(block["paired"]), ""]
     cal = next((b for b in res["levels"] if b["level"] == 1.0), None)
     if cal and "GeoCLIP gallery retrieval" in cal["results"]:
         got = cal["results"]["GeoCLIP gallery retrieval"]["acc_km"]

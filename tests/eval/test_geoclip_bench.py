@@ -64,6 +64,14 @@ def test_benchmark_runs_and_the_shipped_decoder_is_never_worse_than_retrieval():
         for lv, n in counts.items():
             assert gap[lv] <= 1 + 200 / n, (lv, gap)
         assert gap["geoscore"] <= 1, gap
+        # the paired gap is the accuracy gap, read per photo
+        for lv in counts:
+            pg = block["paired"]["zero-shot, tree posterior (shipped)"]["flat nearest city"][lv]
+            acc_gap = 100 * (r["zero-shot, tree posterior (shipped)"]["accuracy"][lv]
+                             - r["flat nearest city"]["accuracy"][lv])
+            assert pg["diff"] == pytest.approx(acc_gap, abs=0.01) and pg["low"] <= pg["diff"] <= pg["high"]
+            assert pg["photos"] == counts[lv]
+        assert set(block["paired"]) == set(gb.DECODERS) - set(gb.BASELINES)
     clean = res["levels"][0]["results"]
     assert clean["zero-shot, tree posterior (shipped)"]["accuracy"]["country"] >= 0.97
     noisy = res["levels"][1]["results"]
@@ -71,6 +79,7 @@ def test_benchmark_runs_and_the_shipped_decoder_is_never_worse_than_retrieval():
             > noisy["zero-shot, centroid beam (before)"]["accuracy"]["country"] + 0.2)
     md = gb.markdown(res)
     assert "Not accuracy on real photos" in md and "Calibration" in md
+    assert "- zero-shot, tree posterior (shipped) against GeoCLIP gallery retrieval: " in md
 
 
 def test_training_and_the_benchmark_share_one_noise_module_and_do_not_import_each_other():

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from hierloc.eval.metrics import (all_metrics, distance_metrics, geoscore, key_is_known, level_accuracy,
-                                  markdown_table)
+                                  markdown_table, paired_difference)
 
 
 def test_geoscore_golden():
@@ -40,3 +40,22 @@ def test_both_protocols_reported():
     assert m["accuracy"]["country"] == 1.0 and m["accuracy_reverse_geocoded"]["country"] == 0.0
     table = markdown_table({"ours": m})
     assert "| ours | 100.0 |" in table and "HierLoc paper, DINOv3 (published)" in table
+
+
+def test_paired_difference_by_hand():
+    # 10 photos: A right on 8, B on 6; A alone right on 3, B alone on 1
+    a = np.array([1, 1, 1, 1, 1, 1, 1, 1, 0, 0], bool)
+    b = np.array([1, 1, 1, 1, 1, 0, 0, 0, 1, 0], bool)
+    g = paired_difference(a, b)
+    # d = (3 - 1) / 10; var = ((3 + 1) / 10 - d^2) / 10 = 0.036; half = 1.96 * sqrt(0.036)
+    assert (g["only_a"], g["only_b"], g["photos"]) == (3, 1, 10)
+    assert g["diff"] == pytest.approx(20.0)
+    assert g["high"] - g["diff"] == pytest.approx(100 * 1.96 * math.sqrt(0.036), abs=0.01)
+    assert g["diff"] - g["low"] == pytest.approx(g["high"] - g["diff"], abs=0.02)
+    back = paired_difference(b, a)
+    assert back["diff"] == -g["diff"] and back["low"] == pytest.approx(-g["high"])
+    # the same answers: no gap and no width, however many photos are right
+    same = paired_difference(a, a)
+    assert same["diff"] == same["low"] == same["high"] == 0.0
+    with pytest.raises(ValueError, match="same photos"):
+        paired_difference(a, b[:5])

@@ -73,6 +73,7 @@ class RecipeConfig:
     max_steps: int = 150              # steps of the run (the learning rates' cosine runs over them); 0: until the time cap
     seed: int = 0
     bank: int = 50_000                # locations per photo source in the feature bank (more than a run draws)
+    gallery_share: float = 0.5        # expected share of a batch's photos at gallery locations (the rest at cities)
     noise: tuple = (0.0, 1.5)         # photos' noise levels, uniform, x calibrated
     photo_head: str = "support"       # support: attention over support points (model.hierloc); mlp: the image MLP alone
     support_topk: int = 256
@@ -90,6 +91,7 @@ class RecipeConfig:
     tau_init: float = 1.0
     sampled_negatives: int = 2048     # uniform sample per step of sub-regions and cities, besides the siblings
     fine_share: float = 0.25          # share of a batch's photos that also train sub-regions and cities
+    level_weights: tuple = (1.0, 1.0, 1.0, 1.0)  # GWH-InfoNCE's weight per level (countries .. cities)
     lr: float = 1e-3
     place_lr: float = 2e-3            # the places' tangent vectors (more moves cities across their parent's neighbours)
     place_lr_scale: tuple = (1.0, 1.0, 1.0, 1.0)  # places' lr per level (countries .. cities), times place_lr
@@ -97,6 +99,7 @@ class RecipeConfig:
     weight_decay: float = 0.0
     grad_clip: float = 1.0
     cosine: bool = True               # cosine decay of the learning rates to a tenth over the budget
+    ema_decay: float = 0.0            # > 0: validate and save an exponential moving average of the weights
     teacher_photos: int = 0           # photos in the teacher bank (0: no distillation)
     teacher_share: float = 0.5        # share of each batch drawn from the teacher bank
     distill_weight: float = 1.0       # weight of the soft cross-entropy on those photos
@@ -112,6 +115,12 @@ class RecipeConfig:
     def __post_init__(self):
         if len(self.place_lr_scale) != 4 or min(self.place_lr_scale) < 0:
             raise ValueError("place_lr_scale takes one factor >= 0 per level (countries, regions, sub-regions, cities)")
+        if len(self.level_weights) != 4 or min(self.level_weights) < 0:
+            raise ValueError("level_weights takes one weight >= 0 per level (countries, regions, sub-regions, cities)")
+        if not 0.0 <= self.ema_decay < 1.0:
+            raise ValueError(f"ema_decay is between 0 (off) and 1, 1 excluded (got {self.ema_decay})")
+        if not 0.0 <= self.gallery_share <= 1.0:
+            raise ValueError(f"gallery_share is a share of the batch, between 0 and 1 (got {self.gallery_share})")
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -181,11 +190,18 @@ class FeatureBank:
     def __len__(self) -> int:
         return len(self.targets)
 
-    def batch(self, n: int, gen: torch.Generator, noise: tuple = (0.0, 1.5)):
-        """n photos: (feats (n, 512), targets (n, 4), latlon (n, 2))."""
+    def batch(self, n: int, gen: torch.Generator, noise: tuple = (0.0, 1.5), gallery_share: float = 0.5):
+        """n photos: (feats (n, 512), targets (n, 4), latlon (n, 2)). Each photo is at a
+        gallery location with probability ``gallery_share`` (the bank holds the two sources
+        in equal halves, cities first; at 0.5 the draw is uniform over the bank)."""
         from hierloc.data.pseudo_photos import FEATURE_DIM
 
-        idx = torch.randint(len(self), (n,), generator=gen)
+        if gallery_share == 0.5:
+            idx = torch.randint(len(self), (n,), generator=gen)
+        else:
+            half = len(self) // 2
+            gallery = torch.rand(n, generator=gen) < gallery_share
+            idx = torch.randint(half, (n,), generator=gen) + half * gallery.long()
         level = torch.empty(n).uniform_(noise[0], noise[1], generator=gen)
         moved = torch.rand(n, generator=gen) < (self.noise.share_displaced * level).clamp(max=1.0)
         w = torch.where(moved[:, None], self.moved[idx], self.clean[idx]).float()
@@ -440,11 +456,12 @@ def tree_loss(model, parents: list[torch.Tensor], sample: int, margin: float, ge
     return total / 3.0
 
 
-def recipe_loss(model, sampler, feats, targets, latlon, fine_share: float, gen: torch.Generator):
+def recipe_loss(model, sampler, feats, targets, latlon, fine_share: float, gen: torch.Generator,
+                level_weights: tuple = (1.0, 1.0, 1.0, 1.0)):
     """GWH-InfoNCE: every photo against all countries and all regions; the first
     ``fine_share`` of the photos also against sampled sub-regions and cities (their
-    siblings + a uniform sample). -> (total, per-level means, photo points, the support
-    head's attention or None)."""
+    siblings + a uniform sample); the levels' means summed with ``level_weights``.
+    -> (total, per-level means, photo points, the support head's attention or None)."""
     geom, crit = model.geometry, model.criterion
     att = None
     if model.config.photo_head == "support":
@@ -467,7 +484,7 @@ def recipe_loss(model, sampler, feats, targets, latlon, fine_share: float, gen: 
         valid = tgt >= 0
         loss = crit.level_loss(geom, z[:n][valid], pts, tgt[valid], latlon[:n][valid], lat, lw).mean()
         per_level[lv] = loss.detach()
-        total = total + loss
+        total = total + level_weights[lv] * loss
     return total, per_level, z, att
 
 
@@ -567,7 +584,25 @@ def train_recipe(cfg: RecipeConfig) -> Path:
     log_file = (out / "log.jsonl").open("w")
     best, history = -1.0, []
 
+    ema = [p.detach().clone() for p in params] if cfg.ema_decay else None
+
     def evaluate_and_save(step: int, seconds: float, loss: float, parts: dict):
+        nonlocal best
+        live = None
+        if ema is not None:  # the average is what is validated and saved
+            live = [p.detach().clone() for p in params]
+            with torch.no_grad():
+                for p, e in zip(params, ema):
+                    p.copy_(e)
+        try:
+            return _evaluate_and_save(step, seconds, loss, parts)
+        finally:
+            if live is not None:
+                with torch.no_grad():
+                    for p, q in zip(params, live):
+                        p.copy_(q)
+
+    def _evaluate_and_save(step: int, seconds: float, loss: float, parts: dict):
         nonlocal best
         v = val(model)
         obj = _objective(v)
@@ -591,12 +626,13 @@ def train_recipe(cfg: RecipeConfig) -> Path:
     evaluate_and_save(0, 1e-9, loss_v, parts)
     while True:
         n_t = int(round(cfg.teacher_share * cfg.batch_size)) if teacher is not None else 0
-        feats, targets, latlon = bank.batch(cfg.batch_size - n_t, gen, cfg.noise)
+        feats, targets, latlon = bank.batch(cfg.batch_size - n_t, gen, cfg.noise, cfg.gallery_share)
         if n_t:
             tf, tt, tl_, cq, ri, rq = teacher.batch(n_t, gen)
             feats, targets, latlon = torch.cat([tf, feats]), torch.cat([tt, targets]), torch.cat([tl_, latlon])
         opt.zero_grad()
-        loss, per_level, z, att = recipe_loss(model, sampler, feats, targets, latlon, cfg.fine_share, gen)
+        loss, per_level, z, att = recipe_loss(model, sampler, feats, targets, latlon, cfg.fine_share, gen,
+                                                tuple(cfg.level_weights))
         dl = distill_loss(model, z[:n_t], cq, ri, rq) if n_t else torch.zeros(())
         al = attention_loss(model, att, targets) if att is not None and cfg.attention_weight else torch.zeros(())
         loss = loss + cfg.distill_weight * dl + cfg.attention_weight * al
@@ -613,6 +649,10 @@ def train_recipe(cfg: RecipeConfig) -> Path:
             opt.step()
             if cfg.max_anchor_norm:
                 model.clamp_anchors(cfg.max_anchor_norm)
+            if ema is not None:
+                with torch.no_grad():
+                    for e, p in zip(ema, params):
+                        e.lerp_(p.detach(), 1.0 - cfg.ema_decay)
         else:
             opt.zero_grad()
         step += 1
@@ -627,6 +667,10 @@ def train_recipe(cfg: RecipeConfig) -> Path:
         if done:
             break
     model.eval()
+    if ema is not None:
+        with torch.no_grad():
+            for p, e in zip(params, ema):
+                p.copy_(e)
     save_checkpoint(model, table, out / "last", extra=extra)
     log_file.close()
     (out / "history.json").write_text(json.dumps(history, indent=2))

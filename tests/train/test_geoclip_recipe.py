@@ -44,6 +44,40 @@ def test_bank_holds_training_cells_with_the_benchmark_truth_and_draws_fresh_nois
     assert float((u1 * clean).sum(1).mean()) < 0.6
 
 
+def test_gallery_share_sets_how_many_photos_of_a_batch_stand_at_gallery_locations(bank):
+    half = len(bank) // 2  # cities first, then gallery locations
+    for share in (0.0, 0.8, 1.0):
+        u, t, latlon = bank.batch(2000, torch.Generator().manual_seed(1), (0.0, 0.0), share)
+        rows = (u @ bank.clean.float().T).argmax(1)  # noise level 0: each photo is its location's feature
+        assert torch.allclose(u, bank.clean[rows].float(), atol=2e-3)
+        assert abs(float((rows >= half).float().mean()) - share) < 0.04
+        assert torch.equal(t, bank.targets[rows]) and torch.equal(latlon, bank.latlon[rows])
+    with pytest.raises(ValueError, match="gallery_share"):
+        R.RecipeConfig(gallery_share=1.5)
+
+
+def test_level_weights_weigh_each_levels_infonce_in_the_total():
+    from hierloc.train.loop import NegativeSampler
+    from tests.model.helpers import targets_for, tiny_model, tiny_places
+
+    places = tiny_places()
+    model = tiny_model(places, geometry="lorentz", attention=False)
+    feats = torch.randn(12, model.config.feat_dim)
+    targets = targets_for(places, torch.arange(12) % places.level_size(3))
+    latlon = torch.zeros(12, 2)
+
+    def loss(weights):
+        return R.recipe_loss(model, NegativeSampler(places, 8), feats, targets, latlon, 0.5,
+                             torch.Generator().manual_seed(0), weights)
+
+    even, per_level, _, _ = loss((1.0, 1.0, 1.0, 1.0))
+    assert torch.allclose(even, sum(per_level.values()))
+    weighted, _, _, _ = loss((0.0, 2.0, 0.0, 1.0))
+    assert torch.allclose(weighted, 2 * per_level[1] + per_level[3])
+    with pytest.raises(ValueError, match="level_weights"):
+        R.RecipeConfig(level_weights=(1.0, -1.0, 1.0, 1.0))
+
+
 def test_distillation_loss_is_smallest_when_the_student_says_what_the_teacher_says(table):
     from tests.model.helpers import tiny_model, tiny_places
 
@@ -93,3 +127,25 @@ def test_recipe_command_trains_a_model_that_loads_and_searches_by_path(tmp_path,
     assert main(["train", "--geoclip-recipe", "--set", "nonsense=1"]) != 0
     with pytest.raises(ValueError, match="one factor"):
         R.RecipeConfig(place_lr_scale=(1.0, 1.0))
+
+
+def test_ema_decay_validates_and_saves_the_average_of_the_weights(tmp_path):
+    from hierloc.cli import main
+    from hierloc.model.checkpoint import load_checkpoint
+
+    def run(name, decay):
+        args = ["train", "--geoclip-recipe", "--out", str(tmp_path / name), "--set", "bank=300",
+                "--set", "max_steps=3", "--set", "eval_every=1", "--set", "val_photos=30", "--set", "embed_dim=16",
+                "--set", "batch_size=64", "--set", "tree_sample=32", "--set", f"ema_decay={decay}"]
+        assert main(args) == 0
+        state = lambda f: {k: v for k, v in load_checkpoint(tmp_path / name / f)[0].state_dict().items()
+                           if k.startswith("anchor_") or k.startswith("support_")}
+        return state("best"), state("last")
+
+    # an average that barely moves: every step validates the warm start, which stays the best
+    start, still = run("slow", 0.999999)
+    assert all(torch.allclose(start[k], still[k], atol=1e-4) for k in start)
+    _, moved = run("live", 0.0)
+    assert any(not torch.allclose(start[k], moved[k], atol=1e-3) for k in start)
+    with pytest.raises(ValueError, match="ema_decay"):
+        R.RecipeConfig(ema_decay=1.0)

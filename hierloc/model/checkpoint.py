@@ -257,7 +257,8 @@ def load_checkpoint(source: str | Path, places: PlaceTable | None = None, device
         if len(support["unit"]) != config.support_points:
             raise CheckpointError(f"{folder} was trained with {config.support_points} support points, "
                                   f"{len(support['unit'])} are built here")
-    model = HierLoc(config, [torch.from_numpy(a) for a in level_latlon(table)], feats, support)
+    model = HierLoc(config, [torch.from_numpy(a) for a in level_latlon(table)], feats, support,
+                    init_anchors=False)  # every place is overwritten from the file below
     if not has_tensors(folder, "model"):
         raise CheckpointError(f"{folder} has no model.safetensors (nor model.safetensors.index.json)")
     state = load_tensors(folder, "model")

@@ -70,10 +70,13 @@ class CrossAttention(nn.Module):
 
 class HierLoc(nn.Module):
     def __init__(self, config: ModelConfig, place_latlon: list[torch.Tensor],
-                 place_features: dict[str, list[torch.Tensor]] | None = None, support: dict | None = None):
+                 place_features: dict[str, list[torch.Tensor]] | None = None, support: dict | None = None,
+                 init_anchors: bool = True):
         """place_latlon: per level (N_l, 2) centroids in degrees; place_features: per
         feature name of config.place_features, per level (N_l, dim); support: for
-        photo_head "support", model.support.support_for_table(table)."""
+        photo_head "support", model.support.support_for_table(table); init_anchors=False
+        leaves the places at the origin, for a loader that overwrites them (saves drawing
+        142k random directions)."""
         super().__init__()
         self.config = c = config
         if [len(t) for t in place_latlon] != list(c.num_places):
@@ -95,7 +98,7 @@ class HierLoc(nn.Module):
 
         for lv in range(NUM_LEVELS):
             self.register_buffer(f"latlon_{lv}", torch.as_tensor(place_latlon[lv], dtype=torch.float32), persistent=False)
-        self._init_anchors(gen)
+        self._init_anchors(gen, init_anchors)
 
         self.feature_names = [n for n, _ in c.place_features]
         place_features = place_features or {}
@@ -203,18 +206,22 @@ class HierLoc(nn.Module):
         c = self.config
         return c.geometry == "lorentz" and not c.learn_curvature and c.anchor_space == "manifold"
 
-    def _init_anchors(self, gen: torch.Generator) -> None:
+    def _init_anchors(self, gen: torch.Generator, random: bool = True) -> None:
         """Anchors start in the direction of a fixed random projection of the place's
         position on the globe (nearby places start nearby), at a distance from the origin
-        that grows with the level (countries near the centre, cities near the rim)."""
+        that grows with the level (countries near the centre, cities near the rim); with
+        random=False at the origin (to be overwritten)."""
         c = self.config
         proj = torch.randn(3, c.embed_dim, generator=gen, dtype=torch.float64)  # (3, D)
         for lv in range(NUM_LEVELS):
             ll = getattr(self, f"latlon_{lv}").double()
-            lat, lon = torch.deg2rad(ll[:, 0]), torch.deg2rad(ll[:, 1])
-            xyz = torch.stack([lat.cos() * lon.cos(), lat.cos() * lon.sin(), lat.sin()], -1)  # (N, 3)
-            direction = xyz @ proj + 0.05 * torch.randn(len(ll), c.embed_dim, generator=gen, dtype=torch.float64)
-            t = (direction / direction.norm(dim=-1, keepdim=True) * c.anchor_norms[lv]).float()  # (N, D)
+            if not random:
+                t = torch.zeros(len(ll), c.embed_dim)
+            else:
+                lat, lon = torch.deg2rad(ll[:, 0]), torch.deg2rad(ll[:, 1])
+                xyz = torch.stack([lat.cos() * lon.cos(), lat.cos() * lon.sin(), lat.sin()], -1)  # (N, 3)
+                direction = xyz @ proj + 0.05 * torch.randn(len(ll), c.embed_dim, generator=gen, dtype=torch.float64)
+                t = (direction / direction.norm(dim=-1, keepdim=True) * c.anchor_norms[lv]).float()  # (N, D)
             if self.manifold_anchors:
                 import geoopt
 

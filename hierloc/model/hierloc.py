@@ -76,7 +76,7 @@ class HierLoc(nn.Module):
         feature name of config.place_features, per level (N_l, dim); support: for
         photo_head "support", model.support.support_for_table(table); init_anchors=False
         leaves the places at the origin, for a loader that overwrites them (saves drawing
-        142k random directions)."""
+        a random direction for each place: 165k of them, 2 s of a 3 s load, on the shipped table)."""
         super().__init__()
         self.config = c = config
         if [len(t) for t in place_latlon] != list(c.num_places):

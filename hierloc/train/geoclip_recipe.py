@@ -193,7 +193,8 @@ class FeatureBank:
     def batch(self, n: int, gen: torch.Generator, noise: tuple = (0.0, 1.5), gallery_share: float = 0.5):
         """n photos: (feats (n, 512), targets (n, 4), latlon (n, 2)). Each photo is at a
         gallery location with probability ``gallery_share`` (the bank holds the two sources
-        in equal halves, cities first; at 0.5 the draw is uniform over the bank)."""
+        in equal halves, cities first). At 0.5 the draw stays one uniform index over the
+        bank: the very draws the shipped recipe was trained with, so its command reproduces it."""
         from hierloc.data.pseudo_photos import FEATURE_DIM
 
         if gallery_share == 0.5:
@@ -527,6 +528,15 @@ def _objective(val: dict) -> float:
     return float(np.mean([v[lv] for v in val.values() for lv in ("country", "region")]))
 
 
+def _swap(a: list[torch.Tensor], b: list[torch.Tensor]) -> None:
+    """Exchange the values of two lists of tensors in place (the live weights and their average)."""
+    with torch.no_grad():
+        for x, y in zip(a, b):
+            t = x.detach().clone()
+            x.copy_(y)
+            y.copy_(t)
+
+
 def train_recipe(cfg: RecipeConfig) -> Path:
     """Train; returns the best checkpoint folder (RUN/best; RUN/last is the last step)."""
     from hierloc.data.place_features import load_geoclip_location_encoder, location_features
@@ -587,22 +597,15 @@ def train_recipe(cfg: RecipeConfig) -> Path:
     ema = [p.detach().clone() for p in params] if cfg.ema_decay else None
 
     def evaluate_and_save(step: int, seconds: float, loss: float, parts: dict):
-        nonlocal best
-        live = None
         if ema is not None:  # the average is what is validated and saved
-            live = [p.detach().clone() for p in params]
-            with torch.no_grad():
-                for p, e in zip(params, ema):
-                    p.copy_(e)
+            _swap(params, ema)
         try:
-            return _evaluate_and_save(step, seconds, loss, parts)
+            return _validate_and_save(step, seconds, loss, parts)
         finally:
-            if live is not None:
-                with torch.no_grad():
-                    for p, q in zip(params, live):
-                        p.copy_(q)
+            if ema is not None:
+                _swap(params, ema)
 
-    def _evaluate_and_save(step: int, seconds: float, loss: float, parts: dict):
+    def _validate_and_save(step: int, seconds: float, loss: float, parts: dict):
         nonlocal best
         v = val(model)
         obj = _objective(v)
@@ -632,7 +635,7 @@ def train_recipe(cfg: RecipeConfig) -> Path:
             feats, targets, latlon = torch.cat([tf, feats]), torch.cat([tt, targets]), torch.cat([tl_, latlon])
         opt.zero_grad()
         loss, per_level, z, att = recipe_loss(model, sampler, feats, targets, latlon, cfg.fine_share, gen,
-                                                tuple(cfg.level_weights))
+                                                cfg.level_weights)
         dl = distill_loss(model, z[:n_t], cq, ri, rq) if n_t else torch.zeros(())
         al = attention_loss(model, att, targets) if att is not None and cfg.attention_weight else torch.zeros(())
         loss = loss + cfg.distill_weight * dl + cfg.attention_weight * al
@@ -668,9 +671,7 @@ def train_recipe(cfg: RecipeConfig) -> Path:
             break
     model.eval()
     if ema is not None:
-        with torch.no_grad():
-            for p, e in zip(params, ema):
-                p.copy_(e)
+        _swap(params, ema)
     save_checkpoint(model, table, out / "last", extra=extra)
     log_file.close()
     (out / "history.json").write_text(json.dumps(history, indent=2))

@@ -11,7 +11,12 @@ supports, without the hyperbolic point the checkpoint answers with:
 - **attention posterior, gallery points only**: the same over GeoCLIP's gallery points
   alone, an *oracle* on gallery locations (it knows the photo stands on a gallery point,
   which no decoder of a real photo knows), so the most a decoder of these features could
-  expect there; on city locations it shows what leaving the cities' own points out costs.
+  expect there; on city locations it shows what leaving the cities' own points out costs;
+- **Bayes decoder of the photos' distribution** (model-free, `geoclip_bench.bayes_decoder`):
+  the exact isotropic-noise likelihood over the support points times the prior the photos
+  are drawn from (half gallery points, half cities by population, in the split's cells).
+  It knows where photos are drawn, not which kind a photo is: what any decoder trained on
+  this distribution can expect, on average; on one draw of photos it may be beaten by luck.
 
 Printed beside GeoCLIP gallery retrieval (the top-1 gallery point), zero-shot and the
 checkpoint's beam search, on the same photos in the same run:
@@ -55,6 +60,9 @@ def main(argv=None) -> int:
                 "attention posterior, learned prior": gb.attention_posterior_decoder(model, table),
                 "attention posterior, gallery points only (oracle on gallery locations)":
                     gb.attention_posterior_decoder(model, table, gallery_only=True)}
+    if args.noise > 0:
+        decoders["Bayes decoder of the photos' distribution (model-free)"] = gb.bayes_decoder(
+            gb.CALIBRATED.at(args.noise), "all" if args.split == "all" else args.split)
     res = gb.run(args.photos, args.where, levels=(args.noise,), decoders=decoders, seed=args.seed, space=space,
                  split=args.split)
     if args.json:

@@ -37,6 +37,25 @@ def log_population(table, n_support: int) -> torch.Tensor:
     return out
 
 
+def location_log_prior(table, n_support: int, gallery_share: float = 0.5) -> torch.Tensor:
+    """(S,) log of where the GeoCLIP-space pseudo-photos are drawn, per support point: a
+    share ``gallery_share`` of them at GeoCLIP's gallery points (uniform; the points after
+    the cities) and the rest at cities by population (at least 1,000), as
+    data.pseudo_photos.location_pool draws them, over the whole world; centred. The prior
+    of the support head's attention when it is not learned (train.geoclip_recipe,
+    ``support_prior="analytic"``); -inf for a kind of point with no share."""
+    city = table.level_slice("city")
+    n_city = city.stop - city.start
+    pop = torch.as_tensor(np.nan_to_num(table.population[city], nan=1000.0).clip(min=1000.0), dtype=torch.float64)
+    w = torch.zeros(n_support, dtype=torch.float64)
+    w[:n_city] = (1.0 - gallery_share) * pop / pop.sum()
+    if n_support > n_city:
+        w[n_city:] = gallery_share / (n_support - n_city)
+    logw = torch.log(w)
+    finite = torch.isfinite(logw)
+    return (logw - logw[finite].mean()).float()
+
+
 def support_from_posterior(post, table=None) -> dict:
     """{"unit" (S, 512), "ancestors" [4 x (S,)] local place index per level, "hash",
     "log_population" (S,) when the table is given} of a TreePosterior's support points."""

@@ -98,3 +98,64 @@ def test_training_and_the_benchmark_share_one_noise_module_and_do_not_import_eac
     # the same objects, not copies: training draws exactly what the benchmark scores
     assert gb.CALIBRATED is pp.CALIBRATED and gs.noisy_features is pp.noisy_features
     assert gb.location_unit is gs.location_unit is pp.location_unit
+
+
+def test_noise_likelihood_matches_the_projected_normal_integrated_numerically():
+    """log p(u | w) of u = normalise(w + s n) in 512-d, as a function of t = cos(u, w):
+    the closed form against the density integrated over the radius with scipy (up to the
+    constant, so compared as differences), and its slope near the calibrated temperature."""
+    from scipy.integrate import quad
+
+    d, s = 512, gb.CALIBRATED.isotropic
+    s2 = s * s / d
+
+    def log_numeric(t):  # log of integral r^(d-1) exp(-(r^2 - 2 r t + 1) / (2 s2)) dr, scaled at its peak
+        peak = (t + np.sqrt(t * t + 4 * (d - 1) * s2)) / 2
+        f = lambda r: np.exp((d - 1) * np.log(r / peak) - (r * r - 2 * r * t - peak * peak + 2 * peak * t) / (2 * s2))
+        val, _ = quad(f, peak * 0.5, peak * 1.5, limit=200)
+        return np.log(val) + (d - 1) * np.log(peak) - (peak * peak - 2 * peak * t + 1) / (2 * s2)
+
+    ts = [0.05, 0.2, 0.27, 0.4, 0.6]
+    closed = gb.noise_log_likelihood(torch.tensor(ts, dtype=torch.float64), gb.CALIBRATED).numpy()
+    numeric = np.array([log_numeric(t) for t in ts])
+    assert np.allclose(closed - closed[0], numeric - numeric[0], atol=0.05)
+    slope = float(gb.noise_log_likelihood(torch.tensor([0.28], dtype=torch.float64), gb.CALIBRATED)
+                  - gb.noise_log_likelihood(torch.tensor([0.26], dtype=torch.float64), gb.CALIBRATED)) / 0.02
+    assert 145 < slope < 160  # the zero-shot posterior's 150 is this slope
+    with pytest.raises(ValueError):
+        gb.noise_log_likelihood(torch.tensor([0.3]), gb.CALIBRATED.at(0))
+
+
+def test_location_prior_gives_each_kind_its_share_and_cities_their_population():
+    from hierloc.geo.places import default_places
+    from hierloc.model.support import location_log_prior
+
+    table = default_places()
+    n_city = table.level_size(3)
+    p = torch.softmax(location_log_prior(table, n_city + 1000, 0.3).double(), 0)
+    assert float(p[n_city:].sum()) == pytest.approx(0.3) and float(p[n_city:].std()) < 1e-12
+    pop = np.nan_to_num(table.population[table.level_slice(3)], nan=1000.0).clip(min=1000.0)
+    assert np.allclose(p[:n_city].numpy(), 0.7 * pop / pop.sum())
+    assert torch.isinf(location_log_prior(table, n_city + 10, 0.0)[n_city:]).all()
+
+
+@pytest.mark.slow
+def test_bayes_decoder_is_level_with_the_tree_posterior_and_knows_the_split():
+    """The Bayes decoder of the photos' own distribution on a small real run: ahead of
+    or level with the shipped tree posterior (both read the same support points; it has the
+    exact prior), and an answer never outside the split's cells' points."""
+    space = gb.Space()
+    dec = {"Bayes": gb.bayes_decoder(gb.CALIBRATED, "train"), **{k: gb.DECODERS[k] for k in
+           ("GeoCLIP gallery retrieval", "zero-shot, tree posterior (shipped)")}}
+    res = gb.run(n_photos=300, where="gallery", levels=(1.0,), decoders=dec, seed=5, space=space, split="train")
+    r = res["levels"][0]["results"]
+    for lv in ("country", "region"):
+        assert r["Bayes"]["accuracy"][lv] >= r["zero-shot, tree posterior (shipped)"]["accuracy"][lv] - 0.03
+    assert r["Bayes"]["geoscore"] > r["GeoCLIP gallery retrieval"]["geoscore"] - 100
+    # photos at held-out points, decoded with the training cells' prior: cities of training cells only
+    from hierloc.data.pseudo_photos import in_split, sample_locations
+
+    lat, lon = sample_locations(40, "gallery", 6, table=space.table, split="test")
+    u = gb.photo_features(space.encoder, lat, lon, gb.CALIBRATED.at(0.3), seed=7)
+    out = gb.bayes_decoder(gb.CALIBRATED.at(0.3), "train")(space, u)
+    assert in_split(out.lat_deg, out.lon_deg, "train").mean() > 0.9  # answers lie by training-cell points

@@ -186,7 +186,22 @@ class HierLoc(nn.Module):
         return idx, torch.softmax(T * cos + bias, dim=1)
 
     def support_prior(self) -> torch.Tensor:
-        """(S,) the learned log prior of every support point (up to a constant)."""
+        """(S,) the learned log prior of every support point (up to a constant). Outside
+        training it is kept until one of its parameters changes (their version counters
+        say so): 242k sums per photo otherwise, about a sixth of the head's time on a CPU."""
+        parts = (self.support_bias, self.support_kind_bias, self.support_population_weight)
+        if not torch.is_grad_enabled() or not any(p.requires_grad for p in parts):
+            key = tuple((t.data_ptr(), t._version) for t in (*parts, self.support_log_population, self.support_kind))
+            cached = getattr(self, "_prior_cache", None)
+            if cached is not None and cached[0] == key:
+                return cached[1]
+            with torch.no_grad():
+                prior = self._prior_sum()
+            self._prior_cache = (key, prior)
+            return prior
+        return self._prior_sum()
+
+    def _prior_sum(self) -> torch.Tensor:
         return (self.support_bias + self.support_kind_bias[self.support_kind]
                 + self.support_population_weight * self.support_log_population)
 

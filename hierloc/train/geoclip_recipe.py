@@ -66,6 +66,9 @@ VALIDATION_SEED = 977_001
 """Seed of the validation photos: never the benchmark's (bench geoclip uses 0 and 1)."""
 
 
+SUPPORT_PRIORS = ("learned", "analytic", "analytic-start")
+
+
 @dataclass(frozen=True)
 class RecipeConfig:
     out: str = "runs/geoclip-recipe"
@@ -81,6 +84,10 @@ class RecipeConfig:
     attention_weight: float = 0.0     # support head: the attention's own mass on the photo's places, -log, per level
     image_mlp: bool = False           # support head: train the image MLP's residual (it cost cities: 41% -> 24%)
     population_prior: bool = True     # support head: learn a weight on the cities' log population (else it stays 0)
+    support_prior: str = "learned"    # support head: learned (a bias per point and per kind, a weight on log population,
+                                      # and the temperature, from zero) | analytic (fixed: the photos' own location
+                                      # density, model.support.location_log_prior, and the calibrated noise's
+                                      # temperature) | analytic-start (starts there, then learned)
     batch_size: int = 256
     embed_dim: int = 128
     hidden_dim: int = 512
@@ -94,7 +101,9 @@ class RecipeConfig:
     level_weights: tuple = (1.0, 1.0, 1.0, 1.0)  # GWH-InfoNCE's weight per level (countries .. cities)
     lr: float = 1e-3
     place_lr: float = 2e-3            # the places' tangent vectors (more moves cities across their parent's neighbours)
-    place_lr_scale: tuple = (1.0, 1.0, 1.0, 1.0)  # places' lr per level (countries .. cities), times place_lr
+    place_lr_scale: tuple = (1.0, 1.0, 1.0, 1.0)  # places' lr per level (countries .. cities), times place_lr;
+                                      # 0 leaves a level where the warm start put it (the shipped run: all four;
+                                      # its gradients still count in the clipping's norm, as they did there)
     bias_lr: float = 5e-2             # support head: the support points' biases
     weight_decay: float = 0.0
     grad_clip: float = 1.0
@@ -119,6 +128,8 @@ class RecipeConfig:
             raise ValueError("level_weights takes one weight >= 0 per level (countries, regions, sub-regions, cities)")
         if not 0.0 <= self.ema_decay < 1.0:
             raise ValueError(f"ema_decay is between 0 (off) and 1, 1 excluded (got {self.ema_decay})")
+        if self.support_prior not in SUPPORT_PRIORS:
+            raise ValueError(f"support_prior is one of {SUPPORT_PRIORS} (got {self.support_prior!r})")
         if not 0.0 <= self.gallery_share <= 1.0:
             raise ValueError(f"gallery_share is a share of the batch, between 0 and 1 (got {self.gallery_share})")
 
@@ -127,7 +138,7 @@ class RecipeConfig:
 
     def command(self) -> str:
         default = RecipeConfig()
-        sets = [f"--set {k}={json.dumps(v)}" for k, v in self.to_dict().items()
+        sets = [f"--set {k}={json.dumps(v, separators=(',', ':'))}" for k, v in self.to_dict().items()
                 if k not in ("out", "extra") and v != getattr(default, k) and not (isinstance(v, tuple) and list(v) == list(getattr(default, k)))]
         return " ".join(["python -m hierloc train --geoclip-recipe", f"--out {self.out}", *sets])
 
@@ -410,6 +421,24 @@ def warm_start_support(model, directions: list[torch.Tensor], seed: int = 0, nes
             "candidate_dtype": str(model.candidate_dtype).replace("torch.", "")}
 
 
+def analytic_prior(model, table, gallery_share: float = 0.5) -> str:
+    """Support head: the attention's prior set to where the training photos are drawn
+    (model.support.location_log_prior: ``gallery_share`` at gallery points, the rest at cities
+    by population) and its temperature to the calibrated noise's (config.support_temperature,
+    150: the slope of the isotropic noise's log-likelihood in cos, eval.geoclip_bench.
+    noise_log_likelihood, near the photos' cosines), neither trained. Learned instead, they
+    fit the same prior from a few photos per point (a bias per point moved about 0.34 in
+    150 steps, where the photos' density is flat across gallery points)."""
+    from hierloc.model.support import location_log_prior
+
+    with torch.no_grad():
+        model.support_bias.copy_(location_log_prior(table, model.config.support_points, gallery_share))
+        model.support_kind_bias.zero_()
+        model.support_population_weight.zero_()
+        model.log_support_temperature.fill_(math.log(model.config.support_temperature))
+    return f"analytic: {gallery_share:g} at gallery points, the rest at cities by population"
+
+
 def _faster_dtype(keys: torch.Tensor, rows: int = 256) -> torch.dtype:
     """float32 or bfloat16, whichever multiplies (rows, F) by keys.T faster here."""
     q = torch.randn(rows, keys.shape[1])
@@ -576,6 +605,11 @@ def train_recipe(cfg: RecipeConfig) -> Path:
     anchors = [getattr(model, f"anchor_{lv}") for lv in range(4)]
     if not cfg.population_prior:
         named.pop("support_population_weight", None)  # stays 0 (saved as such)
+    if cfg.support_prior != "learned" and cfg.photo_head == "support":
+        model.config.extra["warm_start"]["prior"] = analytic_prior(model, table, cfg.gallery_share)
+        if cfg.support_prior == "analytic":
+            for n in ("support_bias", "support_kind_bias", "support_population_weight", "log_support_temperature"):
+                named.pop(n)  # fixed (saved as such)
     if not cfg.image_mlp and cfg.photo_head == "support":
         for n in [n for n in named if n.startswith("photo_mlp.") or n == "log_alpha_img"]:
             named.pop(n)  # the residual stays zero (saved as such)

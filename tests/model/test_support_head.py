@@ -162,3 +162,26 @@ def test_attention_read_as_a_posterior_sums_the_weights_per_place_and_the_oracle
             assert set(dec.keys["city"]) <= allowed
         city_rows = [table.index(k) for k in dec.keys["city"]]
         assert np.allclose(dec.lat_deg, table.lat_deg[city_rows])
+
+
+def test_the_prior_kept_between_photos_follows_every_change_of_its_parameters():
+    table = tiny_places()
+    sup = _support(table)
+    model = _model(table, sup, topk=4).eval()
+    x = torch.randn(3, 16, generator=torch.Generator().manual_seed(4))
+    with torch.inference_mode():
+        first = model.support_prior()
+        assert model.support_prior() is first  # kept: nothing changed
+        before = model.photo_tangent(x)
+    for change in (lambda: model.support_bias.add_(torch.linspace(-2, 2, len(sup["unit"]))),
+                   lambda: model.support_kind_bias.copy_(torch.tensor([1.5, -1.5])),
+                   lambda: model.support_population_weight.fill_(2.0)):
+        with torch.no_grad():
+            change()
+        with torch.inference_mode():
+            assert torch.equal(model.support_prior(), model._prior_sum())
+    with torch.inference_mode():
+        assert not torch.allclose(model.photo_tangent(x), before)
+    # training reads the parameters themselves, so the gradient reaches them
+    model.train()
+    assert model.support_prior().requires_grad

@@ -149,3 +149,31 @@ def test_ema_decay_validates_and_saves_the_average_of_the_weights(tmp_path):
     assert any(not torch.allclose(start[k], moved[k], atol=1e-3) for k in start)
     with pytest.raises(ValueError, match="ema_decay"):
         R.RecipeConfig(ema_decay=1.0)
+
+
+def test_analytic_support_prior_is_the_photos_location_density_fixed_or_as_a_start(tmp_path, table):
+    import math
+
+    from hierloc.cli import main
+    from hierloc.model.checkpoint import load_checkpoint
+    from hierloc.model.support import location_log_prior
+
+    def run(name, prior):
+        args = ["train", "--geoclip-recipe", "--out", str(tmp_path / name), "--set", "bank=300",
+                "--set", "max_steps=3", "--set", "eval_every=3", "--set", "val_photos=30", "--set", "embed_dim=16",
+                "--set", "batch_size=64", "--set", "tree_sample=32", "--set", f'support_prior="{prior}"']
+        assert main(args) == 0
+        return load_checkpoint(tmp_path / name / "last")
+
+    model, _, meta = run("fixed", "analytic")
+    expected = location_log_prior(table, model.config.support_points, 0.5)
+    assert torch.equal(model.support_bias.detach(), expected)  # trained 3 steps, never moved
+    assert not model.support_kind_bias.any() and float(model.support_population_weight.detach()) == 0.0
+    assert float(model.log_support_temperature.detach()) == pytest.approx(math.log(150.0))
+    assert "analytic" in meta["model"]["extra"]["warm_start"]["prior"]
+    assert "--set support_prior=" in meta["train"]["command"]
+    started, _, _ = run("start", "analytic-start")
+    moved = (started.support_bias.detach() - expected).abs()
+    assert float(moved.max()) > 1e-3  # the prior is learned from there
+    with pytest.raises(ValueError, match="support_prior"):
+        R.RecipeConfig(support_prior="flat")

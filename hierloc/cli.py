@@ -454,14 +454,21 @@ def cmd_bench_app(args) -> int:
     import torch
 
     from hierloc.bench import bench_app_path
-    from hierloc.infer.predictor import ModelUnavailable, Predictor, load_predictor, zeroshot_engine
+    from hierloc.infer.predictor import (ModelUnavailable, Predictor, geoclip_checkpoint, load_predictor,
+                                         trained_engine, zeroshot_engine)
     from hierloc.paths import ASSETS_DIR
 
     if args.threads:
         torch.set_num_threads(args.threads)
     try:
-        if args.model == "zero-shot-random":  # CLIP ViT-L/14's compute without its weights
-            predictor = Predictor(zeroshot_engine(random_weights=True, background=False))
+        if args.model in ("zero-shot-random", "trained-random"):  # CLIP ViT-L/14's compute without its weights
+            if args.model == "zero-shot-random":
+                predictor = Predictor(zeroshot_engine(random_weights=True, background=False))
+            else:
+                ckpt = geoclip_checkpoint()
+                if ckpt is None:
+                    raise CommandError("trained-random needs the GeoCLIP-space checkpoint in checkpoints/")
+                predictor = Predictor(trained_engine(str(ckpt), random_weights=True, background=False))
             image_path = predictor.engine.image_path
             if getattr(image_path, "mode", "off") != "off" and not image_path.ready.is_set():
                 from hierloc.infer.fast_encoder import build_fast
@@ -664,7 +671,8 @@ def build_parser() -> argparse.ArgumentParser:
     bs.set_defaults(func=cmd_bench_search)
     ba = bsub.add_parser("app", help="milliseconds per step of the app's answer to one photo")
     ba.add_argument("--model", default="preview",
-                    help="profile or checkpoint (default preview); zero-shot-random: CLIP ViT-L/14 with random weights")
+                    help="profile or checkpoint (default preview); zero-shot-random / trained-random: "
+                         "that profile with CLIP ViT-L/14's random weights (its compute, for timing)")
     ba.add_argument("--runs", type=int, default=5)
     ba.add_argument("--threads", type=int, default=0)
     ba.add_argument("--json", action="store_true")

@@ -192,9 +192,12 @@ def default_session() -> H.Session:
     from hierloc.hub import cached_file
     from hierloc.infer.zeroshot import CLIP_REPO
 
-    if res.profile == "zero-shot" and cached_file(CLIP_REPO, ["model.safetensors", "pytorch_model.bin"]) is None:
+    # the profiles that read photos through CLIP ViT-L/14: zero-shot, and a GeoCLIP-space checkpoint
+    through_clip = [p for p in available if p == "zero-shot" or (
+        p == "trained" and source is not None and checkpoint_backbone(source) == GEOCLIP_BACKBONE)]
+    if res.profile in through_clip and cached_file(CLIP_REPO, ["model.safetensors", "pytorch_model.bin"]) is None:
         # a first start: the page comes up at once, the weights arrive in the background
-        session.startup = H.StartupDownload(session)
+        session.startup = H.StartupDownload(session, res.profile, waiting=tuple(through_clip))
     return session
 
 

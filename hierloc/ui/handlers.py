@@ -56,7 +56,7 @@ class Session:
         profile = profile or self.default_profile
         if profile not in self.available:
             profile = self.default_profile
-        if self.startup is not None and profile == self.startup.profile and not self.startup.ready:
+        if self.startup is not None and profile in self.startup.waiting and not self.startup.ready:
             profile = "preview"  # its weights are still coming: the offline preview answers meanwhile
         with self.lock:
             if profile not in self.predictors:
@@ -64,17 +64,26 @@ class Session:
             return self.predictors[profile]
 
 
-class StartupDownload:
-    """A first start with zero-shot chosen but CLIP ViT-L/14 not yet in the cache: the
-    weights are downloaded in the background while the page is up and the offline preview
-    answers; the page shows the progress (startup_html) and zero-shot takes over when it
-    is loaded. ``fetch`` (download.fetch_clip) and ``load`` (profile -> Predictor) are
-    given so that tests can fake them."""
+STARTUP_NAMES = {"zero-shot": ("zero-shot model", "Zero-shot"),
+                 "trained": ("trained HierLoc model", "The trained HierLoc model")}
+"""How the first start's messages name the profile that waits for CLIP ViT-L/14."""
 
-    def __init__(self, session: Session, profile: str = "zero-shot", fetch=None, load=None, start: bool = True):
+
+class StartupDownload:
+    """A first start with a profile that reads photos through CLIP ViT-L/14 (zero-shot, or
+    the GeoCLIP-space trained checkpoint) but CLIP not yet in the cache: the weights are
+    downloaded in the background while the page is up and the offline preview answers; the
+    page shows the progress (startup_html) and ``profile`` takes over when it is loaded.
+    ``waiting``: every profile that needs those weights (the preview answers for each until
+    they are here; default: ``profile`` alone). ``fetch`` (download.fetch_clip) and ``load``
+    (profile -> Predictor) are given so that tests can fake them."""
+
+    def __init__(self, session: Session, profile: str = "zero-shot", fetch=None, load=None, start: bool = True,
+                 waiting: tuple = ()):
         from hierloc.download import Progress, fetch_clip
 
         self.session, self.profile = session, profile
+        self.waiting = tuple(waiting) or (profile,)
         self.progress = Progress()
         self.fetch = fetch or fetch_clip
         self.load = load or session.loader
@@ -107,12 +116,13 @@ def startup_html(session: Session) -> str:
     if job is None:
         return ""
     p = job.progress
+    name, Name = STARTUP_NAMES.get(job.profile, (job.profile, job.profile))
     mb = lambda b: f"{b / 2 ** 20:,.0f} MB" if b < 2 ** 30 else f"{b / 2 ** 30:.2f} GB"  # noqa: E731
     if p.stage == "ready":
-        return ('<div class="hl-startup hl-startup-ready" role="status">Zero-shot is ready: CLIP ViT-L/14 is '
-                'downloaded and loaded, and answers every photo from now on.</div>')
+        return (f'<div class="hl-startup hl-startup-ready" role="status">{Name} is ready: CLIP ViT-L/14 is '
+                f'downloaded and loaded, and it answers every photo from now on.</div>')
     if p.stage == "failed":
-        return (f'<div class="hl-startup hl-startup-failed" role="alert">The zero-shot model could not be made ready '
+        return (f'<div class="hl-startup hl-startup-failed" role="alert">The {name} could not be made ready '
                 f'({html.escape(p.error)}). The offline preview answers (untrained: not a real prediction); restart '
                 f'the app to try again.</div>')
     if p.stage == "loading":
@@ -125,7 +135,7 @@ def startup_html(session: Session) -> str:
         total = f" of {mb(p.total_bytes)}" if p.total_bytes else ""
         what = (f"Downloading CLIP ViT-L/14 from the Hugging Face hub: {mb(p.done_bytes)}{total}"
                 f" ({pct:.0f}%{left}).")
-    return (f'<div class="hl-startup" role="status"><b>Getting the zero-shot model ready (first start only).</b> '
+    return (f'<div class="hl-startup" role="status"><b>Getting the {name} ready (first start only).</b> '
             f'{what} Meanwhile the offline preview answers (untrained: not a real prediction).'
             f'<div class="hl-startup-bar"><span style="width:{pct:.1f}%"></span></div></div>')
 

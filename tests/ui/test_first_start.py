@@ -94,7 +94,7 @@ def test_a_second_start_uses_the_cache(monkeypatch):
     started = []
     monkeypatch.setattr(P, "resolve_model", lambda explicit=None: P.Resolution("zero-shot", None, "test"))
     monkeypatch.setattr(P, "zeroshot_available", lambda: True)
-    monkeypatch.setattr(H, "StartupDownload", lambda session: started.append(session) or "job")
+    monkeypatch.setattr(H, "StartupDownload", lambda session, *a, **kw: started.append((session, a, kw)) or "job")
     monkeypatch.setattr(hub, "cached_file", lambda repo, names: "/cache/model.safetensors")
     assert app.default_session().startup is None and not started
     monkeypatch.setattr(hub, "cached_file", lambda repo, names: None)
@@ -142,3 +142,33 @@ def test_the_page_shows_the_download(slow_hub, tmp_path):
             b.close()
     finally:
         demo.close()
+
+
+def test_a_first_start_with_the_trained_default_waits_for_clip_for_both_profiles(monkeypatch):
+    """The shipped GeoCLIP-space checkpoint reads photos through CLIP ViT-L/14, as zero-shot
+    does: with it as the default, a first start downloads CLIP in the background, the page
+    names the model that waits, and the preview answers for both until the weights are here."""
+    import hierloc.hub as hub
+    import hierloc.infer.predictor as P
+    from hierloc.ui import app
+    from tests.model.test_shipped_checkpoint import SHIPPED
+    from tests.ui.fakes import fake_predictor
+
+    started = []
+    monkeypatch.setattr(P, "resolve_model", lambda explicit=None: P.Resolution("trained", str(SHIPPED), "test"))
+    monkeypatch.setattr(P, "zeroshot_available", lambda: True)
+    monkeypatch.setattr(hub, "cached_file", lambda repo, names: None)
+    monkeypatch.setattr(H, "StartupDownload", lambda session, *a, **kw: started.append((a, kw)) or "job")
+    assert app.default_session().startup == "job"
+    assert started == [(("trained",), {"waiting": ("trained", "zero-shot")})]
+
+    preview, trained = fake_predictor(untrained=True), fake_predictor()
+    session = H.Session(default_profile="trained", available=["trained", "zero-shot", "preview"],
+                        loader=lambda p: preview if p == "preview" else trained)
+    monkeypatch.undo()
+    job = H.StartupDownload(session, "trained", fetch=lambda p: None, start=False, waiting=("trained", "zero-shot"))
+    session.startup = job
+    assert "Getting the trained HierLoc model ready" in H.startup_html(session)
+    assert session.predictor().untrained and session.predictor("zero-shot").untrained
+    job.run()
+    assert session.predictor() is trained and "The trained HierLoc model is ready" in H.startup_html(session)

@@ -64,6 +64,7 @@ class PlaceView:
     trained: bool
     photo: Callable | None = None   # the engine's photo points (B, p) -> (B, p') here; None: not drawn
     stats: dict | None = None       # hierarchy_geometry numbers, when known
+    origin: str = ""                # for a person: how the places got where they are, when known
 
 
 @dataclass
@@ -412,6 +413,17 @@ def geoclip_checkpoint(folder: Path | None = None) -> Path | None:
     return None
 
 
+def places_origin(meta: dict) -> str:
+    """How a checkpoint's places got where they are, in words, from its config.json: built by
+    the GeoCLIP-space recipe and left there (place_lr_scale all 0), or trained."""
+    recipe = (meta.get("train") or {}).get("recipe") or {}
+    scale = recipe.get("place_lr_scale")
+    if scale is not None and not any(scale):
+        return ("built by its recipe (each place along the mean GeoCLIP location feature below it, drawn "
+                "toward its parent) and left there: training fitted the photo head, not the places")
+    return "trained with the rest of the model" if meta.get("train") else ""
+
+
 def trained_view(table: PlaceTable, photo_from: str, checkpoints_dir: Path | None = None) -> PlaceView | None:
     """The GeoCLIP-space checkpoint's places for the disk and Explore, when there is one for
     this table. photo_from: "geoclip" (the engine's points carry GeoCLIP's unit photo
@@ -435,7 +447,8 @@ def trained_view(table: PlaceTable, photo_from: str, checkpoints_dir: Path | Non
 
     photo = through_head if photo_from == "geoclip" else None
     return PlaceView(model.geometry, model.place_points(), f"places: trained HierLoc checkpoint {ckpt.name} "
-                     f"(GeoCLIP space)", True, photo=photo, stats=meta.get("geometry_check"))
+                     f"(GeoCLIP space)", True, photo=photo, stats=meta.get("geometry_check"),
+                     origin=places_origin(meta))
 
 
 def trained_engine(source: str, device: str = "cpu", random_weights: bool = False, background: bool = True) -> Engine:
@@ -471,7 +484,7 @@ def trained_engine(source: str, device: str = "cpu", random_weights: bool = Fals
         points = model.place_points()
         view = PlaceView(model.geometry, points, f"places: trained HierLoc checkpoint "
                          f"{Path(str(source)).name} (GeoCLIP space)", True, photo=lambda z: z,
-                         stats=meta.get("geometry_check"))
+                         stats=meta.get("geometry_check"), origin=places_origin(meta))
         return Engine("trained", f"HierLoc checkpoint {Path(str(source)).name} on CLIP ViT-L/14 + GeoCLIP "
                       f"(trained in GeoCLIP's space)" + (" [random CLIP weights]" if random_weights else ""),
                       random_weights, table, model.geometry, points, tau, encode, score=score, view=view,

@@ -251,7 +251,7 @@ def build_demo(session: H.Session | None = None):
                             disk = atlas_disk(gr, session, "hl-disk", H.atlas_message(
                                 "The photo and its places appear here after a photo is located."))
                             disk_note = gr.Markdown(ATLAS_CAPTION, elem_classes=["hl-note"])
-                            learned = gr.Plot(label="Learned geometry", elem_id="hl-disk-learned", visible=False)
+                            learned = gr.Plot(label="The checkpoint's geometry", elem_id="hl-disk-learned", visible=False)
                             learned_note = gr.Markdown(CAPTION, elem_classes=["hl-note"], visible=False)
                             learned_state = gr.State(None)
                         with gr.Tab("Candidates"):
@@ -291,7 +291,7 @@ def build_demo(session: H.Session | None = None):
                 with gr.Column(scale=8, min_width=360):
                     explore_mode = gr.Radio(H.DISK_MODES, value="atlas", show_label=False, elem_id="hl-explore-mode")
                     explore_disk = atlas_disk(gr, session, "hl-explore-disk", start_view)
-                    explore_learned = gr.Plot(label="Learned geometry", visible=False, elem_id="hl-explore-learned")
+                    explore_learned = gr.Plot(label="The checkpoint's geometry", visible=False, elem_id="hl-explore-learned")
                     explore_map = gr.HTML(start_map, elem_id="hl-explore-map")
                     distances = gr.Dataframe(start_dist, label="Hyperbolic distances in the atlas", interactive=False,
                                              wrap=True, elem_id="hl-distances", max_height=360)

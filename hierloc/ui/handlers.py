@@ -174,8 +174,10 @@ def geometry_about(predictor) -> str:
     text = atlas_about(predictor.table)
     view = predictor.engine.place_view()
     if view.trained and view.stats:
+        origin = f", {html.escape(view.origin)}" if view.origin else ""
         return (text + "\n\n**One click away** (the switch above each disk): the places as the "
-                f"{html.escape(view.label.removeprefix('places: '))} learned them. In it, " + describe(view.stats))
+                f"{html.escape(view.label.removeprefix('places: '))} holds them{origin}. In it, "
+                + describe(view.stats))
     if view.trained:
         return text + f"\n\n**One click away**: the places of {html.escape(view.label)}."
     return text + ("\n\n**One click away**: the untrained preview's own places, a random geometry, not a learned "
@@ -341,7 +343,7 @@ def locate(session: Session, image_path: str | None, beam: int, top_k: int, use_
 # the Poincare disk: the atlas (default) and the learned geometry
 # ---------------------------------------------------------------------------------------
 DISK_MODES = [("Atlas: every place, laid out exactly as a tree", "atlas"),
-              ("Learned: the places as the HierLoc checkpoint learned them", "learned")]
+              ("Checkpoint: the places as the trained HierLoc checkpoint holds them", "learned")]
 
 
 def atlas_message(text: str) -> dict:

@@ -93,4 +93,13 @@ def test_about_text_quotes_the_geometry_numbers(preview):
     assert f"{100 * stats['farther_than_parent']['all']:.0f}%" in text and "trained HierLoc checkpoint" in text
     # the atlas first, with the numbers `atlas stats` measured (shipped, rechecked in test_atlas)
     assert text.index("**atlas**") < text.index("One click away")
+    # and how the shipped checkpoint's places got there (its config.json: left where the recipe built them)
+    assert "left there: training fitted the photo head, not the places" in text
     assert "Measured on all 164,985 places: 100% lie further" in text
+
+
+def test_places_origin_reads_the_recipe_of_the_checkpoint():
+    assert "left there" in P.places_origin({"train": {"recipe": {"place_lr_scale": [0, 0, 0, 0]}}})
+    assert P.places_origin({"train": {"recipe": {"place_lr_scale": [1, 1, 0, 0]}}}) == "trained with the rest of the model"
+    assert P.places_origin({"train": {"config": {}}}) == "trained with the rest of the model"
+    assert P.places_origin({}) == ""

@@ -81,7 +81,7 @@ def test_upload_a_photo_and_see_path_map_and_disk(app_url, browser, preview, tmp
     _shot(page, "#hl-disk", tmp_path, "locate_disk.png")
     # the learned geometry, one click away: the shipped checkpoint's places; the preview's
     # untrained photo feature does not live there, so the photo is not drawn among them
-    page.get_by_text("Learned: the places as the HierLoc checkpoint learned them").click()
+    page.get_by_text("Checkpoint: the places as the trained HierLoc checkpoint holds them").click()
     page.wait_for_selector("#hl-disk-learned .js-plotly-plot .scatterlayer", timeout=30_000)
     legend = page.text_content("#hl-disk-learned .legend")
     assert "city" in legend and "country" in legend

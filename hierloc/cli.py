@@ -461,14 +461,12 @@ def cmd_bench_app(args) -> int:
     if args.threads:
         torch.set_num_threads(args.threads)
     try:
+        if args.model == "trained-random" and geoclip_checkpoint() is None:
+            raise CommandError("trained-random needs the GeoCLIP-space checkpoint in checkpoints/")
         if args.model in ("zero-shot-random", "trained-random"):  # CLIP ViT-L/14's compute without its weights
-            if args.model == "zero-shot-random":
-                predictor = Predictor(zeroshot_engine(random_weights=True, background=False))
-            else:
-                ckpt = geoclip_checkpoint()
-                if ckpt is None:
-                    raise CommandError("trained-random needs the GeoCLIP-space checkpoint in checkpoints/")
-                predictor = Predictor(trained_engine(str(ckpt), random_weights=True, background=False))
+            engine = (zeroshot_engine(random_weights=True, background=False) if args.model == "zero-shot-random"
+                      else trained_engine(str(geoclip_checkpoint()), random_weights=True, background=False))
+            predictor = Predictor(engine)
             image_path = predictor.engine.image_path
             if getattr(image_path, "mode", "off") != "off" and not image_path.ready.is_set():
                 from hierloc.infer.fast_encoder import build_fast

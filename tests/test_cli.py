@@ -96,3 +96,12 @@ def test_bench_app_reports_every_step():
     # medians over photos: each step's median is at most the total's (every total holds it)
     assert res["total_ms"] >= max(res["encode_ms"], res["figures_ms"]) and res["profile"] == "preview"
     assert 1_000 < res["disk_payload_bytes"] < 100_000
+
+
+def test_bench_app_trained_random_says_what_it_needs(monkeypatch, capsys):
+    from hierloc.cli import main
+    from hierloc.infer import predictor
+
+    monkeypatch.setattr(predictor, "geoclip_checkpoint", lambda folder=None: None)
+    assert main(["bench", "app", "--model", "trained-random"]) != 0
+    assert "trained-random needs the GeoCLIP-space checkpoint" in capsys.readouterr().err

@@ -239,30 +239,19 @@ def bayes_decoder(noise: NoiseModel, split: str = "train", top: int = 1024):
     out of the likelihood: spreading each point's mass over its displacement kernel moved
     no level by more than 0.1 point on 2,000 validation photos per source)."""
     from hierloc.data.pseudo_photos import in_split
+    from hierloc.model.support import location_log_prior, support_ancestors
 
     cache: dict = {}
 
-    def prior(space: Space) -> torch.Tensor:
-        post = space.posterior
-        ll = post.support_latlon.numpy()
-        n_city = space.table.level_size(3)
-        keep = torch.from_numpy(in_split(ll[:, 0], ll[:, 1], split))
-        pop = np.nan_to_num(space.table.population[space.table.level_slice("city")], nan=1000.0).clip(min=1000.0)
-        w = torch.zeros(len(ll), dtype=torch.float64)
-        city, gallery = keep.clone(), keep.clone()
-        city[n_city:], gallery[:n_city] = False, False
-        w[:n_city] = torch.from_numpy(pop)
-        w = torch.where(city, 0.5 * w / w[city].sum(), torch.where(gallery, 0.5 / gallery.sum(), 0.0))
-        return torch.log(w).float()  # -inf outside the split
-
     @torch.inference_mode()
     def decode(space: Space, u: torch.Tensor) -> Decoded:
-        if "prior" not in cache:
-            cache["prior"] = prior(space)
         post, table = space.posterior, space.table
-        anc = [post.support_city]
-        for lv in (3, 2, 1):
-            anc.insert(0, post.parents[lv][anc[0]])
+        if "prior" not in cache:  # -inf outside the split
+            ll = post.support_latlon.numpy()
+            keep = torch.from_numpy(in_split(ll[:, 0], ll[:, 1], split))
+            cache["prior"] = location_log_prior(table, len(ll), 0.5, keep)
+            cache["ancestors"] = support_ancestors(post)
+        anc = cache["ancestors"]
         paths = []
         for part in u.split(256):
             logit = noise_log_likelihood(part.float() @ post.support.T, noise) + cache["prior"]

@@ -424,6 +424,13 @@ def places_origin(meta: dict) -> str:
     return "trained with the rest of the model" if meta.get("train") else ""
 
 
+def checkpoint_view(model, meta: dict, name: str, photo: Callable | None) -> PlaceView:
+    """A GeoCLIP-space checkpoint's places as the disk and Explore draw them, with its
+    geometry numbers and how its places got there."""
+    return PlaceView(model.geometry, model.place_points(), f"places: trained HierLoc checkpoint {name} (GeoCLIP space)",
+                     True, photo=photo, stats=meta.get("geometry_check"), origin=places_origin(meta))
+
+
 def trained_view(table: PlaceTable, photo_from: str, checkpoints_dir: Path | None = None) -> PlaceView | None:
     """The GeoCLIP-space checkpoint's places for the disk and Explore, when there is one for
     this table. photo_from: "geoclip" (the engine's points carry GeoCLIP's unit photo
@@ -446,9 +453,7 @@ def trained_view(table: PlaceTable, photo_from: str, checkpoints_dir: Path | Non
         return model(torch.nn.functional.normalize(z[:, 1:].float(), dim=-1))
 
     photo = through_head if photo_from == "geoclip" else None
-    return PlaceView(model.geometry, model.place_points(), f"places: trained HierLoc checkpoint {ckpt.name} "
-                     f"(GeoCLIP space)", True, photo=photo, stats=meta.get("geometry_check"),
-                     origin=places_origin(meta))
+    return checkpoint_view(model, meta, ckpt.name, photo)
 
 
 def trained_engine(source: str, device: str = "cpu", random_weights: bool = False, background: bool = True) -> Engine:
@@ -481,10 +486,8 @@ def trained_engine(source: str, device: str = "cpu", random_weights: bool = Fals
             u = image_path(image_path.preprocess(images).to(device))
             return model(torch.nn.functional.normalize(u.float(), dim=-1))
 
-        points = model.place_points()
-        view = PlaceView(model.geometry, points, f"places: trained HierLoc checkpoint "
-                         f"{Path(str(source)).name} (GeoCLIP space)", True, photo=lambda z: z,
-                         stats=meta.get("geometry_check"), origin=places_origin(meta))
+        view = checkpoint_view(model, meta, Path(str(source)).name, lambda z: z)
+        points = view.level_points
         return Engine("trained", f"HierLoc checkpoint {Path(str(source)).name} on CLIP ViT-L/14 + GeoCLIP "
                       f"(trained in GeoCLIP's space)" + (" [random CLIP weights]" if random_weights else ""),
                       random_weights, table, model.geometry, points, tau, encode, score=score, view=view,

@@ -37,32 +37,43 @@ def log_population(table, n_support: int) -> torch.Tensor:
     return out
 
 
-def location_log_prior(table, n_support: int, gallery_share: float = 0.5) -> torch.Tensor:
+def location_log_prior(table, n_support: int, gallery_share: float = 0.5,
+                       keep: torch.Tensor | None = None) -> torch.Tensor:
     """(S,) log of where the GeoCLIP-space pseudo-photos are drawn, per support point: a
     share ``gallery_share`` of them at GeoCLIP's gallery points (uniform; the points after
-    the cities) and the rest at cities by population (at least 1,000), as
-    data.pseudo_photos.location_pool draws them, over the whole world; centred. The prior
+    the cities) and the rest at cities by population, with the weights
+    data.pseudo_photos.location_pool draws them by; over the whole world, or over the points
+    where ``keep`` (S,) is true (each share spread over its kept points); centred. The prior
     of the support head's attention when it is not learned (train.geoclip_recipe,
-    ``support_prior="analytic"``); -inf for a kind of point with no share."""
-    city = table.level_slice("city")
-    n_city = city.stop - city.start
-    pop = torch.as_tensor(np.nan_to_num(table.population[city], nan=1000.0).clip(min=1000.0), dtype=torch.float64)
+    ``support_prior="analytic"``) and of eval.geoclip_bench.bayes_decoder; -inf for a point
+    left out or of a kind with no share."""
+    from hierloc.data.pseudo_photos import location_pool
+
+    n_city = table.level_size("city")
+    keep = torch.ones(n_support, dtype=torch.bool) if keep is None else torch.as_tensor(keep, dtype=torch.bool)
     w = torch.zeros(n_support, dtype=torch.float64)
-    w[:n_city] = (1.0 - gallery_share) * pop / pop.sum()
+    w[:n_city] = torch.as_tensor(location_pool("cities", table)[2], dtype=torch.float64)
+    w[n_city:] = 1.0
+    w = w * keep
+    w[:n_city] *= (1.0 - gallery_share) / w[:n_city].sum()
     if n_support > n_city:
-        w[n_city:] = gallery_share / (n_support - n_city)
+        w[n_city:] *= gallery_share / w[n_city:].sum()
     logw = torch.log(w)
-    finite = torch.isfinite(logw)
-    return (logw - logw[finite].mean()).float()
+    return (logw - logw[torch.isfinite(logw)].mean()).float()
+
+
+def support_ancestors(post) -> list[torch.Tensor]:
+    """Per level (country .. city), the local place index of each of a TreePosterior's support points."""
+    anc = [post.support_city.long()]
+    for lv in (3, 2, 1):
+        anc.insert(0, post.parents[lv][anc[0]])
+    return anc
 
 
 def support_from_posterior(post, table=None) -> dict:
     """{"unit" (S, 512), "ancestors" [4 x (S,)] local place index per level, "hash",
     "log_population" (S,) when the table is given} of a TreePosterior's support points."""
-    anc = [None, None, None, post.support_city.long()]
-    for lv in (3, 2, 1):
-        anc[lv - 1] = post.parents[lv][anc[lv]]
-    out = {"unit": post.support, "ancestors": anc,
+    out = {"unit": post.support, "ancestors": support_ancestors(post),
            "hash": support_hash(post.support_latlon.numpy(), post.support_city.numpy())}
     if table is not None:
         out["log_population"] = log_population(table, len(post.support))

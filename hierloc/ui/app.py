@@ -7,6 +7,7 @@ app.py builds the real one and launches. Handlers live in ui.handlers, figures i
 from __future__ import annotations
 
 import functools
+import logging
 import os
 
 from hierloc.paths import ASSETS_DIR
@@ -167,6 +168,7 @@ def default_session() -> H.Session:
     from hierloc.paths import CHECKPOINTS_DIR
 
     res = resolve_model(os.environ.get("HIERLOC_MODEL"))
+    logging.getLogger(__name__).info("default model: %s (%s)", res.profile, res.reason)
     available = ["preview"]
     clip = zeroshot_available()
     if clip:
@@ -178,10 +180,10 @@ def default_session() -> H.Session:
         available.insert(0, res.profile)
 
     def loader(profile):
-        if profile == res.profile:
-            return load_predictor(res.source if res.profile == "trained" else res.profile)
         if profile == "preview":
             return Predictor(preview_engine())
+        if profile == res.profile:
+            return load_predictor(res.source if res.profile == "trained" else res.profile)
         return load_predictor(profile if profile != "trained" else None)
 
     session = H.Session(default_profile=res.profile, available=available, loader=loader,

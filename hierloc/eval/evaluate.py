@@ -7,13 +7,32 @@ import torch
 
 from hierloc import LEVELS
 from hierloc.eval.metrics import all_metrics
-from hierloc.infer.beam import Hierarchy, beam_search, flat_search
+from hierloc.infer.beam import Hierarchy, beam_distribution, beam_search, flat_search
 
 
 def search_score(model) -> str:
     """How a model's searches rank paths (infer.beam): what it was trained for, saved in
     its config ("path" for train.geoclip_recipe's models), else the older "city"."""
     return model.config.extra.get("search_score", "city")
+
+
+@torch.inference_mode()
+def search_features(model, feats: torch.Tensor, tree: Hierarchy, beam: int = 10, search: str = "beam",
+                    points: list[torch.Tensor] | None = None, levels: bool = False):
+    """One batch of features (B, F) -> SearchResult: beam (or flat) search over the model's
+    places, ranked as it was trained to (search_score); for a support head, each path's
+    GPS is where the photo's attention puts it inside that path's city (HierLoc.attended_gps);
+    ``levels``: with beam search's probability of every country and region (infer.beam.beam_distribution)."""
+    points = points if points is not None else model.place_points()
+    z, attention = model.located(feats)
+    kind = beam_search if search == "beam" else flat_search
+    width = {"beam": beam} if search == "beam" else {"k": beam}
+    res = kind(model.geometry, z, points, tree, tau=model.criterion.tau.detach(), score=search_score(model), **width)
+    if attention is not None:
+        res.gps = model.attended_gps(attention, res.paths[:, :, 3])
+    if levels:
+        res.levels = beam_distribution(model.geometry, z, points, tree, beam, model.criterion.tau.detach())
+    return res
 
 
 @torch.inference_mode()
@@ -24,18 +43,22 @@ def predict_features(model, table, feats: torch.Tensor, beam: int = 10, search: 
     device = next(model.parameters()).device
     tree = tree or Hierarchy.from_table(table, device)
     points = model.place_points()
-    tau = model.criterion.tau.detach()
-    score = search_score(model)
     best, results = [], []
     for i in range(0, len(feats), batch):
-        z = model(feats[i:i + batch].to(device))
-        if search == "beam":
-            res = beam_search(model.geometry, z, points, tree, beam=beam, tau=tau, score=score)
-        else:
-            res = flat_search(model.geometry, z, points, tree, k=beam, tau=tau, score=score)
+        res = search_features(model, feats[i:i + batch].to(device), tree, beam, search, points)
         best.append(res.best.cpu())
         results.append(res)
     return (torch.cat(best).numpy() if best else np.zeros((0, 4), dtype=np.int64)), results
+
+
+def answer_gps(table, best: np.ndarray, results: list) -> tuple[np.ndarray, np.ndarray]:
+    """The GPS of each answer (predict_features' output): the search's own where it gives
+    one (a support head's attended point), else the answered city's centroid. -> lat, lon (N,)."""
+    if results and all(r.gps is not None for r in results):
+        gps = torch.cat([r.gps[:, 0].cpu() for r in results]).double().numpy()
+        return gps[:, 0], gps[:, 1]
+    rows = best[:, 3] + table.level_slice("city").start
+    return table.lat_deg[rows], table.lon_deg[rows]
 
 
 def keys_of_paths(table, best: np.ndarray) -> dict[str, np.ndarray]:
@@ -59,10 +82,8 @@ def reverse_geocoded_keys(lat_deg, lon_deg) -> dict[str, np.ndarray]:
 
 def evaluate_photos(model, table, photos, beam: int = 10, search: str = "beam") -> dict:
     """Benchmark metrics of a model on a PhotoSet (both protocols)."""
-    best, _ = predict_features(model, table, photos.feats, beam, search)
-    city = table.level_slice("city")
-    rows = best[:, 3] + city.start
-    pred_lat, pred_lon = table.lat_deg[rows], table.lon_deg[rows]
+    best, results = predict_features(model, table, photos.feats, beam, search)
+    pred_lat, pred_lon = answer_gps(table, best, results)
     return all_metrics(pred_lat, pred_lon, photos.lat_deg, photos.lon_deg,
                        pred_keys=keys_of_paths(table, best), true_keys=photos.keys,
                        rg_keys=reverse_geocoded_keys(pred_lat, pred_lon))

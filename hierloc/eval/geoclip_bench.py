@@ -170,16 +170,15 @@ def checkpoint_decoder(source: str, beam: int = 10, search: str = "beam"):
 
 def model_decoder(model, table, beam: int = 10, search: str = "beam", name: str = "the model"):
     """A loaded HierLoc model's search (checkpoint_decoder, once it is loaded)."""
-    from hierloc.eval.evaluate import predict_features
+    from hierloc.eval.evaluate import answer_gps, predict_features
 
     if model.config.feat_dim != FEATURE_DIM:
         raise ValueError(f"checkpoint {name} takes {model.config.feat_dim}-d features, not GeoCLIP's "
                          f"{FEATURE_DIM}-d: it was not trained in GeoCLIP's space")
 
     def decode(space: Space, u: torch.Tensor) -> Decoded:
-        best, _ = predict_features(model, table, u, beam=beam, search=search)
-        rows = best[:, 3] + table.level_slice("city").start
-        return Decoded(keys_of_paths(table, best), table.lat_deg[rows], table.lon_deg[rows])
+        best, results = predict_features(model, table, u, beam=beam, search=search)
+        return Decoded(keys_of_paths(table, best), *answer_gps(table, best, results))
 
     return decode
 

@@ -221,6 +221,21 @@ def _beam_search_one(geometry, z, level_points, tree, k: int, tau) -> SearchResu
     return SearchResult(paths, dists, score, conf)
 
 
+def beam_distribution(geometry, z: torch.Tensor, level_points: list[torch.Tensor], tree: Hierarchy,
+                      beam: int, tau) -> tuple[torch.Tensor, torch.Tensor]:
+    """The probabilities beam search gives: over every country, softmax(-d^2 / tau); over
+    the regions it scores (the children of the ``beam`` countries it keeps), softmax over
+    those, 0 elsewhere: z (B, p) -> (B, N0), (B, N1) float64."""
+    d0 = geometry.sq_dist_matrix(z, level_points[0])  # (B, N0)
+    countries = torch.softmax(-d0.double() / tau, 1)
+    _, kept = _topk_stable(d0, min(beam, d0.shape[1]))
+    C, _ = _children_of_kept(tree, 1, kept)  # (B, W)
+    d1 = geometry.sq_dist(z[:, None, :], level_points[1][C.clamp_min(0)]).masked_fill(C < 0, float("inf"))
+    p1 = torch.softmax(-d1.double() / tau, 1)
+    regions = torch.zeros((z.shape[0], tree.sizes[1]), dtype=torch.float64, device=z.device)
+    return countries, regions.scatter_add_(1, C.clamp_min(0), p1.masked_fill(C < 0, 0.0))
+
+
 def _children_of_kept(tree: Hierarchy, lv: int, kept: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """The children (level lv) of each photo's kept places (level lv - 1), listed beam by
     beam and in the tree's child order within a place, padded to one width:

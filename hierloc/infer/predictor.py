@@ -32,7 +32,7 @@ from hierloc import LEVELS
 from hierloc.geo.distance import haversine_km
 from hierloc.geo.places import PlaceTable, country_flag
 from hierloc.images import ImageError, load_image, read_exif_gps
-from hierloc.infer.beam import Hierarchy, beam_search
+from hierloc.infer.beam import Hierarchy, beam_distribution, beam_search
 from hierloc.model.geometry import Geometry
 
 log = logging.getLogger(__name__)
@@ -240,20 +240,8 @@ class Predictor:
                           candidates=cands)
 
     def _beam_distribution(self, z: torch.Tensor, beam: int) -> tuple[torch.Tensor, torch.Tensor]:
-        """The probabilities beam search gives (see infer.beam): over every country,
-        softmax(-d^2 / tau); over the regions it scores (the children of the countries it
-        keeps), softmax over those, 0 elsewhere: (B, N0), (B, N1) float64."""
-        from hierloc.infer.beam import _children_of_kept, _topk_stable
-
         e = self.engine
-        d0 = e.geometry.sq_dist_matrix(z, e.level_points[0])  # (B, N0)
-        countries = torch.softmax(-d0.double() / e.tau, 1)
-        _, kept = _topk_stable(d0, min(beam, d0.shape[1]))
-        C, _ = _children_of_kept(self.tree, 1, kept)  # (B, W)
-        d1 = e.geometry.sq_dist(z[:, None, :], e.level_points[1][C.clamp_min(0)]).masked_fill(C < 0, float("inf"))
-        p1 = torch.softmax(-d1.double() / e.tau, 1)
-        regions = torch.zeros((z.shape[0], self.tree.sizes[1]), dtype=torch.float64)
-        return countries, regions.scatter_add_(1, C.clamp_min(0), p1.masked_fill(C < 0, 0.0))
+        return beam_distribution(e.geometry, z, e.level_points, self.tree, beam, e.tau)
 
     def _distribution_dict(self, countries: torch.Tensor, regions: torch.Tensor, min_p: float = 1e-5) -> dict:
         """{"country": {key: p} (every country with p >= min_p), "region": {key: p} (the
@@ -424,6 +412,20 @@ def places_origin(meta: dict) -> str:
     return "trained with the rest of the model" if meta.get("train") else ""
 
 
+def geoclip_feature(z: torch.Tensor) -> torch.Tensor:
+    """GeoCLIP's unit photo feature (B, 512) from the points a GeoCLIP-space engine encodes
+    photos to (infer.zeroshot.photo_points: exp_0 keeps the direction, so the space part is along it)."""
+    return torch.nn.functional.normalize(z[:, 1:].float(), dim=-1)
+
+
+def through_head(model) -> Callable:
+    """A GeoCLIP-space engine's photo points -> that photo's point in a GeoCLIP-space checkpoint."""
+    @torch.no_grad()
+    def photo(z):
+        return model(geoclip_feature(z).to(next(model.parameters()).device))
+    return photo
+
+
 def checkpoint_view(model, meta: dict, name: str, photo: Callable | None) -> PlaceView:
     """A GeoCLIP-space checkpoint's places as the disk and Explore draw them, with its
     geometry numbers and how its places got there."""
@@ -449,10 +451,7 @@ def trained_view(table: PlaceTable, photo_from: str, checkpoints_dir: Path | Non
     if ctable.content_hash() != table.content_hash():
         log.warning("the checkpoint %s was trained on other places: the disk draws this model's own", ckpt)
         return None
-    def through_head(z):  # zero-shot's points carry GeoCLIP's unit feature along their space part
-        return model(torch.nn.functional.normalize(z[:, 1:].float(), dim=-1))
-
-    photo = through_head if photo_from == "geoclip" else None
+    photo = through_head(model) if photo_from == "geoclip" else None
     return checkpoint_view(model, meta, ckpt.name, photo)
 
 
@@ -482,16 +481,21 @@ def trained_engine(source: str, device: str = "cpu", random_weights: bool = Fals
             raise ModelUnavailable(f"checkpoint {source} answers photos through CLIP ViT-L/14 and GeoCLIP's "
                                    f"image head: {exc}") from None
 
-        def encode(images):
-            u = image_path(image_path.preprocess(images).to(device))
-            return model(torch.nn.functional.normalize(u.float(), dim=-1))
+        from hierloc.eval.evaluate import search_features
 
-        view = checkpoint_view(model, meta, Path(str(source)).name, lambda z: z)
-        points = view.level_points
+        def encode(images):  # GeoCLIP's photo feature as zero-shot's points carry it; search runs the head
+            return zs.photo_points(image_path(image_path.preprocess(images).to(device)).cpu())
+
+        view = checkpoint_view(model, meta, Path(str(source)).name, through_head(model))
+        points, tree = view.level_points, Hierarchy.from_table(table)
+
+        def search(z, k):
+            return search_features(model, geoclip_feature(z).to(device), tree, beam=k, points=points, levels=True)
+
         return Engine("trained", f"HierLoc checkpoint {Path(str(source)).name} on CLIP ViT-L/14 + GeoCLIP "
                       f"(trained in GeoCLIP's space)" + (" [random CLIP weights]" if random_weights else ""),
-                      random_weights, table, model.geometry, points, tau, encode, score=score, view=view,
-                      image_path=image_path)
+                      random_weights, table, model.geometry, points, tau, encode, search=search, score=score,
+                      view=view, image_path=image_path)
     try:
         backbone = load_backbone(name, device)
     except BackboneUnavailable as exc:

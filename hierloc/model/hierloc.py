@@ -19,7 +19,9 @@ every city's own location feature and GeoCLIP's gallery points, each filed under
 the paper's cross-level attention with keys from the places' location features (the
 entity branch's loc_i) and values the places' tangents at each of the 4 levels; the
 image MLP is a residual that starts at zero. T, the biases (a learned prior over the
-support points), the mix and the places are trained.
+support points), the mix and the places are trained. The search's answer is a path of
+places; its GPS is the attended support point of largest weight inside the answered city
+(attended_gps).
 
 Anchors are points of the manifold (geoopt ManifoldParameter, trained with
 RiemannianAdam) when the geometry is Lorentz with a fixed curvature; with a learned
@@ -137,6 +139,11 @@ class HierLoc(nn.Module):
                 raise ValueError(f"support points name places outside level {lv}")
             self.register_buffer(f"support_ancestor_{lv}", torch.as_tensor(a, dtype=torch.long), persistent=False)
         self.register_buffer("support_unit", nn.functional.normalize(unit.float(), dim=-1), persistent=False)
+        latlon = support.get("latlon")
+        if latlon is not None:  # where each point is: the GPS the head answers with (attended_gps)
+            if tuple(latlon.shape) != (c.support_points, 2):
+                raise ValueError(f"support coordinates of shape {tuple(latlon.shape)}, not ({c.support_points}, 2)")
+            self.register_buffer("support_latlon", torch.as_tensor(latlon, dtype=torch.float64), persistent=False)
         self.support_hash = support.get("hash")
         self.candidate_dtype = torch.float32  # the search for the top-k (bfloat16 where it is faster)
         self.support_bias = nn.Parameter(torch.zeros(c.support_points))
@@ -184,6 +191,24 @@ class HierLoc(nn.Module):
         else:
             bias = prior.detach()[idx]
         return idx, torch.softmax(T * cos + bias, dim=1)
+
+    @torch.no_grad()
+    def attended_gps(self, attention: tuple[torch.Tensor, torch.Tensor], cities: torch.Tensor) -> torch.Tensor:
+        """Where the photo is within each of its answer's cities: the support point of
+        largest attention weight among those the photo attends to in that city (as the
+        zero-shot decoder places a photo at its best support point), else the city's
+        centroid (no attended point in it, or no coordinates given for the points).
+        attention (support indices (B, k), weights (B, k)) from support_attention; cities
+        (B, kk) local indices (-1: no path) -> (B, kk, 2) degrees (float64)."""
+        centroid = self.latlon_3.double()[cities.clamp_min(0)]  # (B, kk, 2)
+        latlon = getattr(self, "support_latlon", None)
+        if latlon is None:
+            return centroid
+        idx, a = attention
+        inside = self.support_ancestor_3[idx][:, None, :] == cities[:, :, None]  # (B, kk, k)
+        best = torch.where(inside, a[:, None, :].float(), -1.0).argmax(-1)  # (B, kk) column in idx
+        point = latlon[idx.gather(1, best)]  # (B, kk, 2)
+        return torch.where(inside.any(-1, keepdim=True), point, centroid)
 
     def support_prior(self) -> torch.Tensor:
         """(S,) the learned log prior of every support point (up to a constant). Outside
@@ -335,8 +360,18 @@ class HierLoc(nn.Module):
     def forward(self, feats: torch.Tensor, place_tangents: list[torch.Tensor] | None = None) -> torch.Tensor:
         """Photo points: feats (B, F) -> (B, p). Pass place_tangents from encode_places()
         when training so that gradients reach the places through attention."""
-        v = self.photo_tangent(feats, place_tangents)  # MLPs may run under autocast
-        with torch.autocast(device_type=feats.device.type, enabled=False):
+        return self._point(self.photo_tangent(feats, place_tangents))  # MLPs may run under autocast
+
+    def located(self, feats: torch.Tensor) -> tuple[torch.Tensor, tuple | None]:
+        """Photo points and, for the support head, the attention they were made with (what
+        attended_gps reads): feats (B, F) -> (z (B, p), (indices (B, k), weights (B, k)) or None)."""
+        if self.config.photo_head != "support":
+            return self(feats), None
+        v, att = self.photo_tangent(feats, return_attention=True)
+        return self._point(v), att
+
+    def _point(self, v: torch.Tensor) -> torch.Tensor:
+        with torch.autocast(device_type=v.device.type, enabled=False):
             return self.geometry.to_point(v.float())  # manifold math in float32
 
     def loss(self, z: torch.Tensor, place_points: list[torch.Tensor], targets: torch.Tensor,
@@ -380,9 +415,12 @@ class HierLoc(nn.Module):
         """The support points this model attends over (the ``support`` argument), or None."""
         if self.config.photo_head != "support":
             return None
-        return {"unit": self.support_unit.cpu(), "hash": self.support_hash,
+        out = {"unit": self.support_unit.cpu(), "hash": self.support_hash,
                 "log_population": self.support_log_population.cpu(),
                 "ancestors": [getattr(self, f"support_ancestor_{lv}").cpu() for lv in range(NUM_LEVELS)]}
+        if hasattr(self, "support_latlon"):
+            out["latlon"] = self.support_latlon.cpu()
+        return out
 
     def place_feature_tensors(self) -> dict[str, torch.Tensor]:
         """The fixed place inputs, for saving next to the weights."""

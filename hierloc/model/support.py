@@ -71,9 +71,10 @@ def support_ancestors(post) -> list[torch.Tensor]:
 
 
 def support_from_posterior(post, table=None) -> dict:
-    """{"unit" (S, 512), "ancestors" [4 x (S,)] local place index per level, "hash",
-    "log_population" (S,) when the table is given} of a TreePosterior's support points."""
-    out = {"unit": post.support, "ancestors": support_ancestors(post),
+    """{"unit" (S, 512), "ancestors" [4 x (S,)] local place index per level, "latlon" (S, 2)
+    degrees, "hash", "log_population" (S,) when the table is given} of a TreePosterior's
+    support points."""
+    out = {"unit": post.support, "ancestors": support_ancestors(post), "latlon": post.support_latlon,
            "hash": support_hash(post.support_latlon.numpy(), post.support_city.numpy())}
     if table is not None:
         out["log_population"] = log_population(table, len(post.support))

@@ -103,3 +103,49 @@ def test_places_origin_reads_the_recipe_of_the_checkpoint():
     assert P.places_origin({"train": {"recipe": {"place_lr_scale": [1, 1, 0, 0]}}}) == "trained with the rest of the model"
     assert P.places_origin({"train": {"config": {}}}) == "trained with the rest of the model"
     assert P.places_origin({}) == ""
+
+
+class _FixedImagePath:
+    """Stands in for CLIP + GeoCLIP's image head: every photo gets the same GeoCLIP feature
+    (a scaled one: the engine must not rely on it being a unit vector)."""
+
+    def __init__(self, u):
+        self.u = u
+
+    def preprocess(self, images):
+        return torch.zeros(len(images), 1)
+
+    def __call__(self, px):
+        return 3.0 * self.u.expand(len(px), -1)
+
+
+def test_trained_engine_answers_at_the_attended_point_and_draws_the_photo_through_its_head(monkeypatch, data_dir):
+    """The trained profile end to end (the image path faked: no CLIP weights here): its GPS
+    is the support point it attends to most inside the answered city (HierLoc.attended_gps),
+    each candidate's inside its own city, and the disk's photo is the checkpoint's own point."""
+    from hierloc.data.place_features import load_geoclip_location_encoder
+    from hierloc.eval.geoclip_bench import location_unit
+    from hierloc.infer import zeroshot as zs
+
+    gallery = zs.gallery_latlon()
+    in_france = (gallery[:, 0] > 43) & (gallery[:, 0] < 49) & (gallery[:, 1] > 0) & (gallery[:, 1] < 7)
+    at = gallery[np.flatnonzero(in_france)[0]]  # a gallery point in Provence, 17 km from its city's own point
+    u = location_unit(load_geoclip_location_encoder(), at[:1], at[1:])
+    monkeypatch.setattr(zs, "image_path_for", lambda *a, **k: _FixedImagePath(u))
+    predictor = P.Predictor(P.trained_engine(str(SHIPPED)))
+    pred = predictor.predict(data_dir / "exif" / "landscape_1.jpg")
+    assert pred.ok and pred.profile == "trained" and pred.path[0]["key"] == "FR"
+    assert set(pred.distribution["country"]) >= {"FR"} and pred.distribution["region"]
+    model, table, _ = P._load_cached(str(SHIPPED))
+    with torch.no_grad():
+        z, attention = model.located(u)
+    city = table.level_slice(3).start + int(np.flatnonzero(table.key[table.level_slice(3)] == pred.path[3]["key"])[0])
+    assert [pred.latitude, pred.longitude] != [float(table.lat_deg[city]), float(table.lon_deg[city])]
+    assert abs(pred.latitude - at[0]) < 0.01 and abs(pred.longitude - at[1]) < 0.01  # the photo's own point
+    for cand in pred.candidates:  # each candidate's GPS lies within its own city (or is its centroid)
+        row = table.level_slice(3).start + int(np.flatnonzero(table.key[table.level_slice(3)] == cand["path"][3]["key"])[0])
+        local = torch.tensor([[row - table.level_slice(3).start]])
+        want = model.attended_gps(attention, local)[0, 0]
+        assert (cand["latitude"], cand["longitude"]) == pytest.approx((float(want[0]), float(want[1])))
+    disk = predictor.learned_disk_of(pred)
+    assert torch.allclose(torch.tensor(disk["photo"]), z[0], rtol=1e-4, atol=1e-4)

@@ -185,3 +185,57 @@ def test_the_prior_kept_between_photos_follows_every_change_of_its_parameters():
     # training reads the parameters themselves, so the gradient reaches them
     model.train()
     assert model.support_prior().requires_grad
+
+
+def test_attended_gps_is_the_most_attended_point_inside_each_city():
+    table = tiny_places()
+    sup = _support(table, extra=6)
+    S, n_city = len(sup["unit"]), table.level_size(3)
+    sup["latlon"] = torch.stack([torch.linspace(-60, 60, S), torch.linspace(-170, 170, S)], 1).double()
+    model = _model(table, sup, topk=4).eval()
+    centroid = model.latlon_3.double()
+    x = torch.randn(3, 16, generator=torch.Generator().manual_seed(4))
+    with torch.no_grad():
+        idx, a = model.support_attention(x)
+    city_of = sup["ancestors"][3]
+    # per photo: the city of its most attended point, a city holding none of its points
+    top_city = city_of[idx[:, 0]]
+    empty = torch.tensor([next(c for c in range(n_city) if c not in set(city_of[idx[b]].tolist())) for b in range(3)])
+    gps = model.attended_gps((idx, a), torch.stack([top_city, empty, torch.full((3,), -1)], 1))
+    for b in range(3):
+        inside = [j for j in range(4) if city_of[idx[b, j]] == top_city[b]]
+        best = max(inside, key=lambda j: float(a[b, j]))
+        assert torch.equal(gps[b, 0], sup["latlon"][idx[b, best]])  # a support point, not the centroid
+        assert torch.equal(gps[b, 1], centroid[empty[b]])  # no attended point there: the centroid
+    # a model given no coordinates for its points answers with centroids
+    bare = _model(table, {k: v for k, v in sup.items() if k != "latlon"}, topk=4).eval()
+    assert torch.equal(bare.attended_gps((idx, a), top_city[:, None])[:, 0], centroid[top_city])
+    with pytest.raises(ValueError, match="support coordinates"):
+        _model(table, dict(sup, latlon=sup["latlon"][:-1]), topk=4)
+
+
+def test_searches_answer_at_the_attended_point_and_other_heads_at_the_centroid():
+    from hierloc.eval.evaluate import answer_gps, predict_features
+
+    table = tiny_places()
+    sup = _support(table, extra=30)
+    sup["latlon"] = torch.stack([torch.linspace(-60, 60, len(sup["unit"])),
+                                 torch.linspace(-170, 170, len(sup["unit"]))], 1).double()
+    model = _model(table, sup, topk=8).eval()
+    x = torch.randn(6, 16, generator=torch.Generator().manual_seed(5))
+    best, results = predict_features(model, table, x, beam=3)
+    with torch.no_grad():
+        attention = model.support_attention(x)
+    want = model.attended_gps(attention, torch.as_tensor(best[:, 3:]))[:, 0]
+    lat, lon = answer_gps(table, best, results)
+    assert np.allclose(lat, want[:, 0].numpy()) and np.allclose(lon, want[:, 1].numpy())
+    assert results[0].gps.shape == (6, 3, 2)
+    assert (lat != table.lat_deg[best[:, 3] + table.level_slice(3).start]).any()  # not merely centroids
+    # a head without support points gives no GPS of its own: the answered city's centroid
+    cfg = ModelConfig(feat_dim=16, num_places=tuple(table.counts().values()), embed_dim=8, hidden_dim=16,
+                      dropout=0.0, attention=False)
+    plain = HierLoc(cfg, [torch.from_numpy(a) for a in level_latlon(table)]).eval()
+    best, results = predict_features(plain, table, x)
+    rows = best[:, 3] + table.level_slice(3).start
+    assert results[0].gps is None
+    assert np.array_equal(answer_gps(table, best, results)[0], table.lat_deg[rows])

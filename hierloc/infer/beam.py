@@ -23,7 +23,7 @@ construction on the training distribution.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 
 import torch
 
@@ -103,6 +103,12 @@ class SearchResult:
     @property
     def best(self) -> torch.Tensor:
         return self.paths[:, 0]  # (B, 4)
+
+    def cpu(self) -> "SearchResult":
+        """The same result with every tensor in the CPU's memory (what the predictor reads)."""
+        def move(v):
+            return tuple(t.cpu() for t in v) if isinstance(v, tuple) else (None if v is None else v.cpu())
+        return SearchResult(*(move(getattr(self, f.name)) for f in fields(self)))
 
 
 def _topk_stable(d: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:

@@ -487,10 +487,10 @@ def trained_engine(source: str, device: str = "cpu", random_weights: bool = Fals
             return zs.photo_points(image_path(image_path.preprocess(images).to(device)).cpu())
 
         view = checkpoint_view(model, meta, Path(str(source)).name, through_head(model))
-        points, tree = view.level_points, Hierarchy.from_table(table)
+        points, tree = view.level_points, Hierarchy.from_table(table, device)
 
         def search(z, k):
-            return search_features(model, geoclip_feature(z).to(device), tree, beam=k, points=points, levels=True)
+            return search_features(model, geoclip_feature(z).to(device), tree, beam=k, points=points, levels=True).cpu()
 
         return Engine("trained", f"HierLoc checkpoint {Path(str(source)).name} on CLIP ViT-L/14 + GeoCLIP "
                       f"(trained in GeoCLIP's space)" + (" [random CLIP weights]" if random_weights else ""),

@@ -147,3 +147,23 @@ def test_unknown_score_is_refused(tree_and_points):
         beam_search(geom, z, pts, tree, score="greedy")
     with pytest.raises(ValueError, match="score"):
         flat_search(geom, z, pts, tree, score="greedy")
+
+
+def test_a_result_moved_to_the_cpu_keeps_every_field(tree_and_points):
+    from dataclasses import fields
+
+    table, tree, tangents = tree_and_points
+    geom = Geometry("lorentz", 1.0)
+    res = beam_search(geom, geom.to_point(torch.tensor([PHOTO], dtype=torch.float64)),
+                      [geom.to_point(t) for t in tangents], tree, beam=2)
+    res.gps = torch.zeros(1, 2, 2)
+    res.levels = (torch.ones(1, 2), torch.ones(1, 4))
+    moved = res.cpu()
+    for f in fields(res):
+        a, b = getattr(res, f.name), getattr(moved, f.name)
+        if a is None:
+            assert b is None
+        elif isinstance(a, tuple):
+            assert all(torch.equal(x, y) and y.device.type == "cpu" for x, y in zip(a, b))
+        else:
+            assert torch.equal(a, b) and b.device.type == "cpu"

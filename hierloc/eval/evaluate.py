@@ -24,14 +24,16 @@ def search_features(model, feats: torch.Tensor, tree: Hierarchy, beam: int = 10,
     GPS is where the photo's attention puts it inside that path's city (HierLoc.attended_gps);
     ``levels``: with beam search's probability of every country and region (infer.beam.beam_distribution)."""
     points = points if points is not None else model.place_points()
+    tau, score = model.criterion.tau.detach(), search_score(model)
     z, attention = model.located(feats)
-    kind = beam_search if search == "beam" else flat_search
-    width = {"beam": beam} if search == "beam" else {"k": beam}
-    res = kind(model.geometry, z, points, tree, tau=model.criterion.tau.detach(), score=search_score(model), **width)
+    if search == "beam":
+        res = beam_search(model.geometry, z, points, tree, beam=beam, tau=tau, score=score)
+    else:
+        res = flat_search(model.geometry, z, points, tree, k=beam, tau=tau, score=score)
     if attention is not None:
         res.gps = model.attended_gps(attention, res.paths[:, :, 3])
     if levels:
-        res.levels = beam_distribution(model.geometry, z, points, tree, beam, model.criterion.tau.detach())
+        res.levels = beam_distribution(model.geometry, z, points, tree, beam, tau)
     return res
 
 

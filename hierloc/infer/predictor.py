@@ -192,7 +192,8 @@ class Predictor:
             res = beam_search(e.geometry, z, e.level_points, self.tree, beam=max(beam, top_k), tau=e.tau,
                               score=e.score)
         t2 = time.perf_counter()
-        countries, regions = res.levels or self._beam_distribution(z, max(beam, top_k))
+        countries, regions = res.levels or beam_distribution(e.geometry, z, e.level_points, self.tree,
+                                                             max(beam, top_k), e.tau)
         out = []
         for b in range(len(images)):
             t3 = time.perf_counter()
@@ -238,10 +239,6 @@ class Predictor:
                           latitude=lat, longitude=lon,
                           score=round(float(res.score[b, 0]), 4), country_code=cc, flag=country_flag(cc),
                           candidates=cands)
-
-    def _beam_distribution(self, z: torch.Tensor, beam: int) -> tuple[torch.Tensor, torch.Tensor]:
-        e = self.engine
-        return beam_distribution(e.geometry, z, e.level_points, self.tree, beam, e.tau)
 
     def _distribution_dict(self, countries: torch.Tensor, regions: torch.Tensor, min_p: float = 1e-5) -> dict:
         """{"country": {key: p} (every country with p >= min_p), "region": {key: p} (the

@@ -242,6 +242,63 @@ def cmd_export(args) -> int:
     return 0
 
 
+def cmd_calibrate(args) -> int:
+    """Fit a GeoCLIP-space decoder's confidence temperatures (eval.calibration) and, for a
+    checkpoint, write them into its config.json (model.extra.calibration)."""
+    import os
+    import time
+
+    import torch
+
+    from hierloc.eval import calibration as C
+    from hierloc.infer.beam import Hierarchy
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    t0 = time.perf_counter()
+    if args.source == "zero-shot":
+        from hierloc.data.place_features import location_features
+        from hierloc.geo.places import default_places
+        from hierloc.infer.zeroshot import TreePosterior
+
+        table = default_places()
+        score, folder = C.zeroshot_scorer(TreePosterior.for_table(table, location_features(table)[3])), None
+    else:
+        from hierloc.eval.geoclip_bench import FEATURE_DIM
+        from hierloc.model.checkpoint import CheckpointError, load_checkpoint, resolve_checkpoint
+
+        try:
+            folder = resolve_checkpoint(args.source)
+            model, table, meta = load_checkpoint(folder)
+        except CheckpointError as exc:
+            raise CommandError(str(exc)) from None
+        if model.config.feat_dim != FEATURE_DIM or model.config.backbone != "geoclip":
+            raise CommandError(f"{args.source} was not trained in GeoCLIP's space (backbone "
+                               f"{model.config.backbone!r}): its confidences cannot be fitted on GeoCLIP-space photos")
+        score = C.model_scorer(model, Hierarchy.from_table(table))
+    fit = C.photo_sets(table, args.photos, C.validation_seeds())
+    check = C.photo_sets(table, args.check_photos, C.BENCHMARK_SEEDS) if args.check_photos else {}
+    report = C.calibrate(score, table, Hierarchy.from_table(table), fit, check)
+    report.update({"fitted_on": f"{args.photos:,} GeoCLIP-space validation photos per kind of location (the "
+                                f"recipe's validation seed), calibrated noise; checked on bench geoclip's photos "
+                                f"(seed 0); a proxy, not real photos",
+                   "command": f"python -m hierloc calibrate {args.source} --photos {args.photos}"
+                              + (f" --check-photos {args.check_photos}" if args.check_photos != 1000 else ""),
+                   "seconds": round(time.perf_counter() - t0, 1)})
+    print(C.markdown(report))
+    if folder is None:
+        print(f"\nzero-shot: set CONFIDENCE_TEMPERATURES = {tuple(report['temperatures'])} in hierloc/infer/zeroshot.py")
+    elif not args.dry_run:
+        path = folder / "config.json"
+        meta = json.loads(path.read_text())
+        meta["model"].setdefault("extra", {})["calibration"] = report
+        tmp = path.with_name(f"config.json.tmp{os.getpid()}")
+        tmp.write_text(json.dumps(meta, indent=2))
+        tmp.replace(path)
+        print(f"\nwrote the temperatures into {path}")
+    return 0
+
+
 def cmd_eval(args) -> int:
     from hierloc.model.checkpoint import CheckpointError, load_checkpoint
 
@@ -594,6 +651,16 @@ def build_parser() -> argparse.ArgumentParser:
     ex.add_argument("--geometry-sample", type=int, default=0,
                     help="measure the geometry numbers on this many places per level (default: all)")
     ex.set_defaults(func=cmd_export)
+
+    cal = sub.add_parser("calibrate", help="fit the confidences a GeoCLIP-space checkpoint (or zero-shot) shows "
+                                           "on validation photos (a proxy), and write them into its config.json")
+    cal.add_argument("source", help="checkpoint folder or hub repo id, or 'zero-shot'")
+    cal.add_argument("--photos", type=int, default=2000, help="validation photos per kind of location (default 2000)")
+    cal.add_argument("--check-photos", type=int, default=1000,
+                     help="bench geoclip's photos per kind to check the fit on (default 1000; 0: none)")
+    cal.add_argument("--dry-run", action="store_true", help="fit and print, write nothing")
+    cal.add_argument("--threads", type=int, default=0, help="torch threads (default: torch's choice)")
+    cal.set_defaults(func=cmd_calibrate)
 
     ev = sub.add_parser("eval", help="benchmark metrics of a checkpoint")
     ev.add_argument("--checkpoint", metavar="DIR", help="checkpoint folder or hub repo id")

@@ -105,3 +105,17 @@ def test_bench_app_trained_random_says_what_it_needs(monkeypatch, capsys):
     monkeypatch.setattr(predictor, "geoclip_checkpoint", lambda folder=None: None)
     assert main(["bench", "app", "--model", "trained-random"]) != 0
     assert "trained-random needs the GeoCLIP-space checkpoint" in capsys.readouterr().err
+
+
+def test_calibrate_refuses_a_checkpoint_not_trained_in_geoclips_space(tmp_path):
+    from hierloc.model.checkpoint import save_checkpoint
+    from tests.model.helpers import tiny_model, tiny_places
+
+    table = tiny_places()
+    save_checkpoint(tiny_model(table), table, tmp_path / "tiny")
+    out = run("calibrate", str(tmp_path / "tiny"))
+    assert out.returncode != 0 and "not trained in GeoCLIP's space" in out.stderr
+    assert "Traceback" not in out.stderr
+    assert "calibration" not in json.loads((tmp_path / "tiny" / "config.json").read_text())["model"]["extra"]
+    out = run("calibrate", str(tmp_path / "nowhere"))
+    assert out.returncode != 0 and "does not exist" in out.stderr

@@ -7,7 +7,8 @@ import torch
 
 from hierloc import LEVELS
 from hierloc.eval.metrics import all_metrics
-from hierloc.infer.beam import Hierarchy, beam_distribution, beam_search, flat_search
+from hierloc.infer.beam import Hierarchy, beam_search, flat_search
+from hierloc.infer.confidence import UNCALIBRATED, check_temperatures, read_marginals, tree_log_marginals
 
 
 def search_score(model) -> str:
@@ -16,13 +17,29 @@ def search_score(model) -> str:
     return model.config.extra.get("search_score", "city")
 
 
+def confidence_temperatures(model) -> tuple:
+    """The temperatures of the confidences a model shows (infer.confidence), as
+    `hierloc calibrate` fitted them (config.json: model.extra.calibration), else 1 at every
+    level (uncalibrated)."""
+    cal = model.config.extra.get("calibration") or {}
+    return check_temperatures(cal.get("temperatures", UNCALIBRATED))
+
+
+def level_scores(model, z: torch.Tensor, points: list[torch.Tensor]) -> list[torch.Tensor]:
+    """Every place's score at every level, -d^2 / tau: (B, p) -> per level (B, N_l)."""
+    tau = model.criterion.tau.detach()
+    return [-model.geometry.sq_dist_matrix(z, p) / tau for p in points]
+
+
 @torch.inference_mode()
 def search_features(model, feats: torch.Tensor, tree: Hierarchy, beam: int = 10, search: str = "beam",
                     points: list[torch.Tensor] | None = None, levels: bool = False):
     """One batch of features (B, F) -> SearchResult: beam (or flat) search over the model's
     places, ranked as it was trained to (search_score); for a support head, each path's
     GPS is where the photo's attention puts it inside that path's city (HierLoc.attended_gps);
-    ``levels``: with beam search's probability of every country and region (infer.beam.beam_distribution)."""
+    ``levels``: with what the app shows, read off one distribution over the tree with the
+    model's confidence temperatures (infer.confidence): the answer's confidence at each
+    level, each path's probability, every country's and region's, the most probable cities."""
     points = points if points is not None else model.place_points()
     tau, score = model.criterion.tau.detach(), search_score(model)
     z, attention = model.located(feats)
@@ -33,7 +50,24 @@ def search_features(model, feats: torch.Tensor, tree: Hierarchy, beam: int = 10,
     if attention is not None:
         res.gps = model.attended_gps(attention, res.paths[:, :, 3])
     if levels:
-        res.levels = beam_distribution(model.geometry, z, points, tree, beam, tau)
+        marginals = tree_log_marginals(level_scores(model, z, points), tree.parents, confidence_temperatures(model))
+        shown = read_marginals(marginals, res.paths)
+        res.confidence, res.probability, res.levels, res.cities = (shown[k] for k in
+                                                                   ("confidence", "probability", "levels", "cities"))
+        res = candidates_by_probability(res)
+    return res
+
+
+def candidates_by_probability(res):
+    """The paths after the answer in decreasing probability (the answer stays first)."""
+    rest = torch.argsort(-res.probability[:, 1:], dim=1, stable=True) + 1
+    order = torch.cat([torch.zeros_like(rest[:, :1]), rest], 1)  # (B, k)
+
+    def take(t):
+        return None if t is None else t.gather(1, order.reshape(*order.shape, *[1] * (t.dim() - 2)).expand_as(t))
+
+    res.paths, res.sq_dist, res.score, res.gps, res.probability = (
+        take(t) for t in (res.paths, res.sq_dist, res.score, res.gps, res.probability))
     return res
 
 

@@ -33,6 +33,7 @@ from hierloc.geo.distance import haversine_km
 from hierloc.geo.places import PlaceTable, country_flag
 from hierloc.images import ImageError, load_image, read_exif_gps
 from hierloc.infer.beam import Hierarchy, beam_distribution, beam_search
+from hierloc.infer.confidence import UNCALIBRATED
 from hierloc.model.geometry import Geometry
 
 log = logging.getLogger(__name__)
@@ -83,6 +84,7 @@ class Engine:
     score: str = "city"                 # how beam search ranks paths (infer.beam SCORES)
     view: PlaceView | None = None       # what the disk draws (default: this engine's own places)
     image_path: object = None           # the CLIP image path, where the profile has one
+    calibrated: bool = False            # its confidences fitted to how often it is right (infer.confidence)
 
     def place_view(self) -> PlaceView:
         if self.view is None:
@@ -99,6 +101,7 @@ class Prediction:
     profile: str | None = None
     model: str | None = None
     untrained: bool = False
+    calibrated: bool = False                       # confidences fitted to how often the model is right
     path: list = field(default_factory=list)       # per level: key, name, confidence, lat, lon
     latitude: float | None = None
     longitude: float | None = None
@@ -235,7 +238,8 @@ class Predictor:
                           "latitude": lat, "longitude": lon})
         cc = str(t.country_code[city])
         lat, lon = self._gps(res, b, 0, city)
-        return Prediction(ok=True, profile=e.profile, model=e.description, untrained=e.untrained, path=path,
+        return Prediction(ok=True, profile=e.profile, model=e.description, untrained=e.untrained,
+                          calibrated=e.calibrated, path=path,
                           latitude=lat, longitude=lon,
                           score=round(float(res.score[b, 0]), 4), country_code=cc, flag=country_flag(cc),
                           candidates=cands)
@@ -284,7 +288,9 @@ class Predictor:
             probs = (res.probability[b] if res.probability is not None
                      else torch.softmax(res.score[b].double() / self.engine.tau, 0))[ok].double().numpy()
         cand = [self._row(3, c) for c in res.paths[b, :top_k, 3].tolist() if c >= 0]
-        photo = place_photo(self.atlas, t, path, cities, probs, basis="" if res.cities is not None else BEAM_BASIS)
+        whole = res.cities is not None  # the decoder's distribution over every city, not only its paths
+        photo = place_photo(self.atlas, t, path, cities, probs, basis="" if whole else BEAM_BASIS,
+                            masses=res.confidence[b].tolist() if whole else None)
         atlas = {**photo.to_dict(t), "path": [str(t.key[r]) for r in path], "candidates": [str(t.key[r]) for r in cand],
                  "table_hash": t.content_hash()}
         # the learned geometry's places are found when its figure is asked for (learned_disk)
@@ -492,7 +498,7 @@ def trained_engine(source: str, device: str = "cpu", random_weights: bool = Fals
         return Engine("trained", f"HierLoc checkpoint {Path(str(source)).name} on CLIP ViT-L/14 + GeoCLIP "
                       f"(trained in GeoCLIP's space)" + (" [random CLIP weights]" if random_weights else ""),
                       random_weights, table, model.geometry, points, tau, encode, search=search, score=score,
-                      view=view, image_path=image_path)
+                      view=view, image_path=image_path, calibrated=bool(model.config.extra.get("calibration")))
     try:
         backbone = load_backbone(name, device)
     except BackboneUnavailable as exc:
@@ -531,7 +537,8 @@ def zeroshot_engine(table: PlaceTable | None = None, device: str = "cpu", random
     desc = ("CLIP ViT-L/14 (OpenAI) + GeoCLIP" + (" [random CLIP weights]" if random_weights else "")
             + (f" + {len(extra):,} locations of your own ({Path(str(gallery)).name})" if extra is not None else ""))
     return Engine("zero-shot", desc, random_weights, table, geometry, points, 1.0, encode, search=search,
-                  view=trained_view(table, "geoclip"), image_path=image_path)
+                  view=trained_view(table, "geoclip"), image_path=image_path,
+                  calibrated=zs.CONFIDENCE_TEMPERATURES != UNCALIBRATED)
 
 
 # ---------------------------------------------------------------------------------------

@@ -14,8 +14,10 @@ the tree), so a country is judged by everything inside it, never by its centroid
 The answer goes down the tree greedily: the country of largest mass, its region of
 largest mass, its sub-region of largest mass, and there the city of largest mass with
 its own point counted CITY_WEIGHT times (see there why). The GPS is the best support
-point of the chosen city. The per-level confidence is the place's posterior mass.
-Candidates are the cities of largest mass.
+point of the chosen city. What is shown (each level's confidence, the candidates, the
+map's and the disk's distributions) is the posterior with a temperature per level fitted
+on validation photos (infer.confidence; CONFIDENCE_TEMPERATURES): the masses themselves
+are overconfident. Candidates are the cities most probable as shown.
 
 Why not the centroid: a country's centroid is a poor stand-in for the country (a photo
 in Seattle is nearer, in GeoCLIP's space, to Vancouver than to the centroid of the
@@ -50,6 +52,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from hierloc.infer.confidence import CITY_DISTRIBUTION, read_marginals, scatter_logsumexp, tree_log_marginals
 from hierloc.manifold import lorentz as L
 
 log = logging.getLogger(__name__)
@@ -173,9 +176,14 @@ points over the small town the photo is in (-2 points of city accuracy without n
 while the city's own point alone ignores the gallery's evidence under noise (-8.6 points
 on gallery locations). Measured on the GeoCLIP-space benchmark: 30 is within a point of
 the best baseline on both kinds of photo locations; 1 and infinity are not."""
+CONFIDENCE_TEMPERATURES = (1.8206, 2.1147, 2.1147, 1.6475)
+"""Each level's temperature for the confidences shown (infer.confidence; no answer depends
+on them), fitted by `python -m hierloc calibrate zero-shot` on 2,000 GeoCLIP-space
+validation photos per kind of location (a proxy, not real photos). The masses themselves
+(1 at every level) are overconfident there: countries shown at 90% on average are right
+80% of the time, cities shown at 61-66% are right 41-43% of the time (calibration error
+10 to 23 points at each level; 3 to 5 with these)."""
 GALLERY_FILE = "gps_gallery/coordinates_100K.csv"
-CITY_DISTRIBUTION = 256
-"""The cities of largest posterior mass handed back with each answer (for the disk)."""
 
 
 def gallery_latlon() -> np.ndarray:
@@ -259,18 +267,6 @@ def custom_gallery(source) -> np.ndarray:
     return np.stack([lat, lon], 1)
 
 
-def _scatter_logsumexp(logits: torch.Tensor, index: torch.Tensor, n: int) -> torch.Tensor:
-    """Per row, logsumexp of the columns that share an index: (B, M), (M,) -> (B, n);
-    -inf where an index has no column."""
-    idx = index.expand(logits.shape[0], -1)  # (B, M)
-    mx = torch.full((logits.shape[0], n), -torch.inf, dtype=logits.dtype).scatter_reduce(
-        1, idx, logits, "amax", include_self=True)  # (B, n)
-    # an empty group keeps -inf; subtract 0 there instead (exp(-inf - 0) = 0, no NaN)
-    safe = torch.where(torch.isfinite(mx), mx, torch.zeros_like(mx))
-    s = torch.zeros_like(mx).scatter_add_(1, idx, torch.exp(logits - safe.gather(1, idx)))
-    return safe + torch.log(s)  # log(0) = -inf for empty groups
-
-
 def _file_under_cities(table, latlon: np.ndarray) -> np.ndarray:
     """City rows of points: the benchmark's reverse geocoding when the table is the
     GeoNames one it needs, else the nearest city of the table on the sphere."""
@@ -330,6 +326,7 @@ class TreePosterior:
         self.parents = [None] + [torch.as_tensor(p, dtype=torch.long) for p in parents[1:]]
         self.sizes = tuple(int(s) for s in sizes)
         self.temperature = float(temperature)
+        self.confidence_temperatures = CONFIDENCE_TEMPERATURES
         # the support points of each city as CSR (order sorted by city)
         self._order = torch.argsort(self.support_city, stable=True)
         counts = torch.bincount(self.support_city, minlength=self.sizes[3])
@@ -373,19 +370,20 @@ class TreePosterior:
         logits (B, S)."""
         u = nn.functional.normalize(u.float(), dim=-1)
         logits = self.temperature * (u @ self.support.T)  # (B, S)
-        mass = [None, None, None, _scatter_logsumexp(logits, self.support_city, self.sizes[3])]
+        mass = [None, None, None, scatter_logsumexp(logits, self.support_city, self.sizes[3])]
         for lv in (3, 2, 1):
-            mass[lv - 1] = _scatter_logsumexp(mass[lv], self.parents[lv], self.sizes[lv - 1])
+            mass[lv - 1] = scatter_logsumexp(mass[lv], self.parents[lv], self.sizes[lv - 1])
         total = torch.logsumexp(mass[0], dim=1, keepdim=True)  # (B, 1)
         return [m - total for m in mass], logits
 
     @torch.inference_mode()
     def search(self, u: torch.Tensor, k: int = 10, chunk: int = 256):
         """(B, 512) photo features -> SearchResult (paths (B, k, 4) local indices; the greedy
-        answer first, then the other cities of largest mass; score = log mass of the
-        city; confidence (B, 4) = posterior mass of the answer's place at each level; gps
-        (B, k, 2) the best support point of each city; probability (B, k) city mass;
-        levels the masses of every country and region)."""
+        answer first, then the other cities most probable as shown; score = log of that
+        probability; gps (B, k, 2) the best support point of each city; what is shown, the masses
+        with the confidence temperatures (infer.confidence): confidence (B, 4) of the
+        answer's places, probability (B, k) of each path's city, levels every country's and
+        region's, cities the CITY_DISTRIBUTION most probable)."""
         from hierloc.infer.beam import SearchResult
 
         parts = [self._search(u[i:i + chunk], k) for i in range(0, u.shape[0], chunk)]
@@ -411,7 +409,9 @@ class TreePosterior:
             answer.append(choice)
         answer = torch.stack(answer, 1)  # (B, 4)
         kk = min(k, self.sizes[3])
-        top = torch.topk(mass[3], kk + 1, dim=1).indices  # (B, kk + 1) cities by mass
+        # what is shown: the masses with each level's confidence temperature (infer.confidence)
+        marginals = tree_log_marginals(mass, self.parents, self.confidence_temperatures)
+        top = torch.topk(marginals[3], kk + 1, dim=1).indices  # (B, kk + 1) cities by what is shown
         rest = [row[row != a][:kk - 1] for row, a in zip(top, answer[:, 3])]
         cities = torch.stack([torch.cat([a[None], r]) for a, r in zip(answer[:, 3], rest)])  # (B, kk)
         paths = torch.empty((B, kk, 4), dtype=torch.long)
@@ -419,13 +419,12 @@ class TreePosterior:
         for lv in (3, 2, 1):
             paths[:, :, lv - 1] = self.parents[lv][paths[:, :, lv]]
         paths[:, 0] = answer
-        log_p = mass[3].gather(1, cities)  # (B, kk)
+        log_p = marginals[3].gather(1, cities)  # (B, kk)
         gps = self.support_latlon[self._best_support(logits, cities)]  # (B, kk, 2)
-        conf = torch.stack([mass[lv].gather(1, answer[:, lv:lv + 1]).squeeze(1).exp() for lv in range(4)], 1)
         sq = torch.stack([-mass[lv].gather(1, paths[:, :, lv]) for lv in range(4)], -1)  # (B, kk, 4)
-        top_mass, top_city = torch.topk(mass[3], min(CITY_DISTRIBUTION, self.sizes[3]), dim=1)  # (B, M)
-        return SearchResult(paths, sq, log_p, conf, gps, log_p.exp(), (mass[0].double().exp(), mass[1].double().exp()),
-                            (top_city, top_mass.double().exp()))
+        shown = read_marginals(marginals, paths, CITY_DISTRIBUTION)
+        return SearchResult(paths, sq, log_p, shown["confidence"], gps, shown["probability"], shown["levels"],
+                            shown["cities"])
 
     def _best_support(self, logits: torch.Tensor, cities: torch.Tensor) -> torch.Tensor:
         """The support point of largest logit inside each city: (B, S), (B, kk) -> (B, kk)."""

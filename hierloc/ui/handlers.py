@@ -256,7 +256,9 @@ def result_html(pred, truth: Example | None = None, truth_gps=None) -> str:
     banner = (f'<div class="hl-banner" role="status">Preview: {UNTRAINED_BANNER}. This model has not been trained '
               f'to locate photos; the answer shows how the app works, not where the photo was taken.</div>'
               if pred.untrained else "")
-    return (f'{banner}<div class="hl-result"><div class="hl-path">{"".join(parts)}</div>'
+    raw = ('<div class="hl-note">These percentages are the model\'s raw scores: they have not been fitted to how '
+           'often it is right (see the README, "Confidences").</div>' if not (pred.untrained or pred.calibrated) else "")
+    return (f'{banner}<div class="hl-result"><div class="hl-path">{"".join(parts)}</div>{raw}'
             f'<div class="hl-coords">{coords} &middot; answered by <b>{html.escape(PROFILE_LABELS.get(pred.profile, pred.profile))}</b>'
             f'</div>{extra}</div>')
 

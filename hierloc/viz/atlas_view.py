@@ -110,19 +110,31 @@ def depth_words(table, path: list, masses: list, depth: int, basis: str = "") ->
 
 
 def place_photo(atlas: A.Atlas, table, path: list, city_rows, probs, kind: str = CENTROID,
-                basis: str = "") -> PhotoPlacement:
+                basis: str = "", masses=None) -> PhotoPlacement:
     """The photo's point from its answer: the answer's path (4 table rows, country first)
     and its distribution over cities (rows, probabilities); ``basis`` for the words (see
-    depth_words)."""
+    depth_words); ``masses``: the probability of the path's places when the decoder gives
+    them over every city (what the header shows), else read off the kept cities."""
     rows, w = keep_cities(city_rows, probs)
     point = A.centroid(atlas, rows, w, kind)
-    masses = []
-    for lv, place in enumerate(path):
-        anc = table.ancestor_at(rows, lv)
-        masses.append(float(w[anc == place].sum()))
+    given = valid_masses(masses)
+    masses = given if given is not None else [
+        float(w[table.ancestor_at(rows, lv) == place].sum()) for lv, place in enumerate(path)]
     depth = max([lv for lv in range(len(path)) if masses[lv] > 0.5], default=-1)
     return PhotoPlacement(point, rows, w, [int(r) for r in path], masses, depth,
                           depth_words(table, path, masses, depth, basis), basis)
+
+
+def valid_masses(masses) -> list | None:
+    """Four probabilities that do not grow down the path, else None."""
+    if not isinstance(masses, (list, tuple)) or len(masses) != 4:
+        return None
+    try:
+        m = [float(x) for x in masses]
+    except (TypeError, ValueError):
+        return None
+    ok = all(np.isfinite(x) and 0.0 <= x <= 1.0 for x in m)
+    return m if ok and all(a >= b - 1e-6 for a, b in zip(m, m[1:])) else None
 
 
 def photo_from_dict(atlas: A.Atlas, table, d: dict | None, trusted: bool = False) -> PhotoPlacement | None:
@@ -150,7 +162,7 @@ def photo_from_dict(atlas: A.Atlas, table, d: dict | None, trusted: bool = False
         w = np.asarray(w, dtype=np.float64)
         return PhotoPlacement(point, np.asarray(rows), w / w.sum(), path, masses, depth,
                               depth_words(table, path, masses, depth, basis), basis)
-    return place_photo(atlas, table, path, rows, w, basis=basis)
+    return place_photo(atlas, table, path, rows, w, basis=basis, masses=d.get("masses") if not basis else None)
 
 
 # ---------------------------------------------------------------------------------------

@@ -149,3 +149,25 @@ def test_trained_engine_answers_at_the_attended_point_and_draws_the_photo_throug
         assert (cand["latitude"], cand["longitude"]) == pytest.approx((float(want[0]), float(want[1])))
     disk = predictor.learned_disk_of(pred)
     assert torch.allclose(torch.tensor(disk["photo"]), z[0], rtol=1e-4, atol=1e-4)
+    # what is shown is one distribution over the tree with the checkpoint's fitted temperatures
+    import json
+
+    from hierloc.eval.evaluate import confidence_temperatures, level_scores
+    from hierloc.infer.beam import Hierarchy
+    from hierloc.infer.confidence import tree_log_marginals
+
+    stored = json.loads((SHIPPED / "config.json").read_text())["model"]["extra"]["calibration"]
+    temps = confidence_temperatures(model)
+    assert temps == tuple(stored["temperatures"]) and temps != (1.0, 1.0, 1.0, 1.0)
+    with torch.no_grad():
+        marg = tree_log_marginals(level_scores(model, z, model.place_points()), Hierarchy.from_table(table).parents,
+                                  temps)
+    for lv, place in enumerate(pred.path):
+        local = int(np.flatnonzero(table.key[table.level_slice(lv)] == place["key"])[0])
+        assert place["confidence"] == pytest.approx(float(marg[lv][0, local].exp()), abs=1e-4)
+    assert [p["confidence"] for p in pred.path] == sorted((p["confidence"] for p in pred.path), reverse=True)
+    assert pred.distribution["country"]["FR"] == pytest.approx(pred.path[0]["confidence"], abs=1e-4)
+    probs = [c["probability"] for c in pred.candidates]
+    assert probs[1:] == sorted(probs[1:], reverse=True)  # after the answer, most probable first
+    atlas = pred.disk["atlas"]  # the disk places the photo by the same numbers, and says so plainly
+    assert atlas["basis"] == "" and atlas["masses"][0] == pytest.approx(pred.path[0]["confidence"], abs=1e-3)

@@ -2,6 +2,7 @@ import numpy as np
 import pytest
 import torch
 
+from hierloc.infer.confidence import tree_log_marginals
 from hierloc.infer import zeroshot as zs
 from hierloc.manifold import lorentz as L
 
@@ -118,6 +119,11 @@ def test_posterior_masses_are_probabilities_and_paths_are_consistent():
     assert torch.allclose(mass[3].exp().double(), city_mass / city_mass.sum(1, keepdim=True), atol=1e-5)
     res = post.search(u, k=5)
     parents = [None, reg_parent, sub_parent, city_parent]
+    assert post.confidence_temperatures == zs.CONFIDENCE_TEMPERATURES != (1.0, 1.0, 1.0, 1.0)
+    shown = tree_log_marginals(mass, parents, zs.CONFIDENCE_TEMPERATURES)
+    post.confidence_temperatures = (1.0, 1.0, 1.0, 1.0)  # uncalibrated: the masses themselves
+    plain = post.search(u, k=5)
+    assert torch.equal(plain.best, res.best)  # no answer depends on the temperatures (the candidates' order may)
     for b in range(7):
         for k in range(5):
             for lv in (1, 2, 3):
@@ -131,10 +137,13 @@ def test_posterior_masses_are_probabilities_and_paths_are_consistent():
         weighted = city_mass[b] + (zs.CITY_WEIGHT - 1) * torch.exp(20.0 * (u[b] @ cities.T)).double()
         assert int(sibs[weighted[sibs].argmax()]) == int(best[3])
         assert int(best[0]) == int(mass[0][b].argmax())
-        assert torch.allclose(res.confidence[b], torch.stack([mass[lv][b, best[lv]].exp() for lv in range(4)]))
-        # candidates after the first are distinct cities in decreasing mass
+        # shown: the masses with the confidence temperatures (infer.confidence)
+        assert torch.allclose(res.confidence[b], torch.stack([shown[lv][b, best[lv]] for lv in range(4)]).exp())
+        assert torch.allclose(plain.confidence[b], torch.stack([mass[lv][b, best[lv]] for lv in range(4)]).double().exp())
+        # candidates after the first are distinct cities in decreasing probability as shown
         assert len(set(res.paths[b, :, 3].tolist())) == 5
         assert (res.probability[b, 1:].diff() <= 1e-7).all()
+        assert torch.allclose(res.probability[b], shown[3][b, res.paths[b, :, 3]].exp())
         # GPS: the support point of largest cosine inside each city
         for k in range(5):
             inside = np.flatnonzero(support_city == int(res.paths[b, k, 3]))

@@ -186,6 +186,17 @@ def test_train_geoclip_command_runs_resumes_and_exports(tmp_path):
     assert ship["model"]["place_features"] == [] and ship["geometry_check"]["places"]["city"] == 500
     assert not list(exported.glob("place_features*"))
     assert max(f.stat().st_size for f in exported.iterdir()) < 10 * 2 ** 20
+    # its confidences fitted on validation photos and written into its config.json
+    out = subprocess.run([sys.executable, "-m", "hierloc", "calibrate", str(exported), "--photos", "60",
+                          "--check-photos", "0"], capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr[-3000:]
+    cal = json.loads((exported / "config.json").read_text())["model"]["extra"]["calibration"]
+    assert len(cal["temperatures"]) == 4 and all(t > 0 for t in cal["temperatures"])
+    assert cal["validation"]["cities"]["photos"] == 60 and "calibrate" in cal["command"] and cal["check"] == {}
+    from hierloc.eval.evaluate import confidence_temperatures
+    from hierloc.model.checkpoint import load_checkpoint
+
+    assert confidence_temperatures(load_checkpoint(exported)[0]) == tuple(cal["temperatures"])
 
 
 @pytest.mark.parametrize("radial", [False, True])

@@ -43,6 +43,18 @@ def test_untrained_banner_in_the_page(tmp_path):
     assert "untrained: not a real prediction" in html and answer["banner"]
 
 
+def test_raw_percentages_are_said_to_be_raw():
+    from hierloc.infer.predictor import Prediction
+
+    path = [{"level": lv, "key": k, "name": k, "confidence": 0.5, "latitude": 0.0, "longitude": 0.0}
+            for lv, k in zip(("country", "region", "sub-region", "city"), ("FR", "FR.93", "FR.93.04", "1"))]
+    raw = Prediction(ok=True, profile="trained", path=path, latitude=1.0, longitude=2.0, country_code="FR")
+    assert "raw scores" in H.result_html(raw)
+    fitted = Prediction(ok=True, profile="trained", calibrated=True, path=path, latitude=1.0, longitude=2.0,
+                        country_code="FR")
+    assert "raw scores" not in H.result_html(fitted) and "50%" in H.result_html(fitted)
+
+
 @pytest.mark.parametrize("content,message", [(b"", "empty"), (b"%PDF-1.4 text", "not an image we can read")])
 def test_bad_files_give_a_plain_message(session, tmp_path, content, message):
     bad = tmp_path / "bad.jpg"

@@ -109,6 +109,13 @@ def test_the_photo_and_its_depth_in_words(world):
     assert torn.point.rho < min(float(atlas.dist_point(torn.point, r)) for r in (fr, jp))
     beams = V.place_photo(atlas, table, path, [a, b], [0.6, 0.4], basis=V.BEAM_BASIS)
     assert "final beam-search paths" in beams.text
+    # the decoder's own probabilities of the path (over every city, as the header shows them) win
+    # over those of the few cities kept for the point; nonsense ones are not read
+    given = V.place_photo(atlas, table, path, [a, b], [0.7, 0.3], masses=[0.93, 0.81, 0.62, 0.4])
+    assert given.depth == 2 and given.text.startswith("Likely down to the sub-region") and "(62%)" in given.text
+    assert np.allclose(given.point.inc, likely.point.inc) and given.point.rho == likely.point.rho
+    for bad in ([0.9, 0.95, 0.5, 0.2], [0.9, float("nan"), 0.5, 0.2], [0.9, 0.8, 0.5], "0.9", [1.5, 1, 1, 1]):
+        assert V.place_photo(atlas, table, path, [a, b], [0.7, 0.3], masses=bad).masses == likely.masses
 
 
 def test_keep_cities_sums_repeats_and_truncates():
@@ -126,6 +133,8 @@ def test_the_page_cannot_place_the_photo(world):
     good = {"cities": [[table.key[a], 0.6], [table.key[b], 0.4]], "path": [table.key[r] for r in table.ancestors(a)]}
     p = V.photo_from_dict(atlas, table, good)
     assert p is not None and p.depth == 3
+    said = V.photo_from_dict(atlas, table, {**good, "masses": [0.9, 0.8, 0.45, 0.3], "point": {"anchor": 0, "rho": 0.0}})
+    assert said.depth == 1 and said.masses[2] == 0.45 and said.point.rho == p.point.rho  # the point is recomputed
     for bad in (None, "x", {"cities": [["nope", 1.0]], "path": good["path"]},
                 {"cities": [[table.key[a], -1.0]], "path": good["path"]},
                 {"cities": good["cities"], "path": good["path"][:2]},

@@ -262,23 +262,21 @@ def cmd_calibrate(args) -> int:
         from hierloc.infer.zeroshot import TreePosterior
 
         table = default_places()
+        tree = Hierarchy.from_table(table)
         score, folder = C.zeroshot_scorer(TreePosterior.for_table(table, location_features(table)[3])), None
     else:
-        from hierloc.eval.geoclip_bench import FEATURE_DIM
-        from hierloc.model.checkpoint import CheckpointError, load_checkpoint, resolve_checkpoint
+        from hierloc.model.checkpoint import CheckpointError, load_checkpoint, read_config, resolve_checkpoint
 
         try:
             folder = resolve_checkpoint(args.source)
-            model, table, meta = load_checkpoint(folder)
-        except CheckpointError as exc:
-            raise CommandError(str(exc)) from None
-        if model.config.feat_dim != FEATURE_DIM or model.config.backbone != "geoclip":
-            raise CommandError(f"{args.source} was not trained in GeoCLIP's space (backbone "
-                               f"{model.config.backbone!r}): its confidences cannot be fitted on GeoCLIP-space photos")
-        score = C.model_scorer(model, Hierarchy.from_table(table))
+            model, table, _ = load_checkpoint(folder)
+            tree = Hierarchy.from_table(table)
+            score = C.model_scorer(model, tree)
+        except (CheckpointError, ValueError) as exc:
+            raise CommandError(f"{args.source}: {exc}") from None
     fit = C.photo_sets(table, args.photos, C.validation_seeds())
     check = C.photo_sets(table, args.check_photos, C.BENCHMARK_SEEDS) if args.check_photos else {}
-    report = C.calibrate(score, table, Hierarchy.from_table(table), fit, check)
+    report = C.calibrate(score, table, tree, fit, check)
     report.update({"fitted_on": f"{args.photos:,} GeoCLIP-space validation photos per kind of location (the "
                                 f"recipe's validation seed), calibrated noise; checked on bench geoclip's photos "
                                 f"(seed 0); a proxy, not real photos",
@@ -290,7 +288,7 @@ def cmd_calibrate(args) -> int:
         print(f"\nzero-shot: set CONFIDENCE_TEMPERATURES = {tuple(report['temperatures'])} in hierloc/infer/zeroshot.py")
     elif not args.dry_run:
         path = folder / "config.json"
-        meta = json.loads(path.read_text())
+        meta = read_config(folder)
         meta["model"].setdefault("extra", {})["calibration"] = report
         tmp = path.with_name(f"config.json.tmp{os.getpid()}")
         tmp.write_text(json.dumps(meta, indent=2))

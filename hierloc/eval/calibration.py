@@ -19,9 +19,15 @@ CHUNK = 256
 
 
 def model_scorer(model, tree):
-    """A trained model: u (B, 512) -> its answers (B, 4) and every place's score per level."""
+    """A trained model: u (B, 512) -> its answers (B, 4) and every place's score per level.
+    ValueError for a model not trained in GeoCLIP's space (its photos are not these)."""
     from hierloc.eval.evaluate import level_scores, search_features
+    from hierloc.eval.geoclip_bench import FEATURE_DIM
 
+    if model.config.feat_dim != FEATURE_DIM or model.config.backbone != "geoclip":
+        raise ValueError(f"not trained in GeoCLIP's space (backbone {model.config.backbone!r}, "
+                         f"{model.config.feat_dim}-d features): its confidences cannot be fitted on "
+                         f"GeoCLIP-space photos")
     points = model.place_points()
 
     def score(u):

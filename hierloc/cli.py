@@ -177,42 +177,45 @@ def _train_images(args) -> int:
     import time
 
     from hierloc.train import own_photos as O
-    from hierloc.train.config import TrainConfig
-    from hierloc.train.loop import train
+    from hierloc.train.config import parse_overrides
+    from hierloc.train.own_model import OwnConfig
 
+    if args.config or args.minutes is not None:
+        raise CommandError("--images takes its settings from --set KEY=VALUE (train.own_model.OwnConfig), "
+                           "not --config or --minutes")
     out = Path(args.out or "runs/my-photos")
     times = {}
     t0 = time.perf_counter()
     try:
-        base = {**O.IMAGES_DEFAULTS, "images": str(args.images), "out": str(out)}
-        cfg = TrainConfig.load(args.config, list(args.set or []), base=base)  # checked before any work
-        prepared = O.prepare_run(args.images, args.labels, out, backbone=args.backbone, seed=cfg.seed)
-    except (O.TooFewPhotos, FileNotFoundError, ValueError) as exc:
+        cfg = OwnConfig.from_dict(parse_overrides(args.set or []))  # checked before any work
+        prepared = O.prepare_run(args.images, args.labels, out, backbone=args.backbone, seed=cfg.seed,
+                                 folds=args.folds)
+    except (O.TooFewPhotos, FileNotFoundError, ValueError, TypeError) as exc:
         raise CommandError(str(exc)) from None
     times["scan_and_features_s"] = round(time.perf_counter() - t0, 1)
-    overrides = list(args.set or []) + [f"images={json.dumps(str(args.images))}", f"out={json.dumps(str(out))}",
-                                        f"backbone={prepared.backbone}"]
-    if args.labels:
-        overrides.append(f"labels={json.dumps(str(args.labels))}")
-    if args.minutes is not None:
-        overrides.append(f"minutes={args.minutes}")
-    cfg = TrainConfig.load(args.config, overrides, base=dict(O.IMAGES_DEFAULTS))
-    t1 = time.perf_counter()
-    folder = train(cfg)
-    times["training_s"] = round(time.perf_counter() - t1, 1)
-    t2 = time.perf_counter()
     from hierloc.infer.predictor import Predictor, load_predictor, preview_engine, zeroshot_available
 
-    fallback = load_predictor("zero-shot") if zeroshot_available() else Predictor(preview_engine())
-    res = O.evaluate_run(folder, prepared, args.images, fallback)
-    times["evaluation_s"] = round(time.perf_counter() - t2, 1)
-    res["seconds"] = times
-    (out / "eval.json").write_text(json.dumps(res, indent=2))
+    def fallback():
+        return load_predictor("zero-shot") if zeroshot_available() else Predictor(preview_engine())
+
+    t1 = time.perf_counter()
+    folder, res = O.run(prepared, out, args.images, cfg, fallback)
+    times["training_and_evaluation_s"] = round(time.perf_counter() - t1, 1)
+    res["seconds"].update(times)
+    (out / "eval.json").write_text(json.dumps(res, indent=2, default=_json_default))
     text = O.markdown(res)
     (out / "eval.md").write_text(text + "\n")
     print(text)
-    print(json.dumps({"checkpoint": str(folder), "eval": str(out / "eval.md"), "seconds": times}))
+    print(json.dumps({"checkpoint": str(folder), "eval": str(out / "eval.md"), "seconds": res["seconds"]}))
     return 0
+
+
+def _json_default(v):
+    import numpy as np
+
+    if isinstance(v, np.generic):
+        return v.item()
+    raise TypeError(f"{type(v).__name__} is not JSON")
 
 
 def cmd_export(args) -> int:
@@ -639,6 +642,9 @@ def build_parser() -> argparse.ArgumentParser:
     tr.add_argument("--backbone", default="auto",
                     help="with --images: auto (CLIP + GeoCLIP when available, else efficientnet-lite0), "
                          "geoclip, efficientnet-lite0, open_clip:MODEL:TAG")
+    tr.add_argument("--folds", type=int, metavar="K",
+                    help="with --images: K folds of whole location cells, each photo tested once "
+                         "(default 5 under 2,000 photos, else 1: one split held out by location)")
     tr.add_argument("--out", metavar="DIR", help="run folder")
     tr.add_argument("--minutes", type=float, help="wall-clock budget")
     tr.set_defaults(func=cmd_train)

@@ -25,10 +25,43 @@ def confidence_temperatures(model) -> tuple:
     return check_temperatures(cal.get("temperatures", UNCALIBRATED))
 
 
-def level_scores(model, z: torch.Tensor, points: list[torch.Tensor]) -> list[torch.Tensor]:
-    """Every place's score at every level, -d^2 / tau: (B, p) -> per level (B, N_l)."""
+def level_scores(model, z: torch.Tensor, points: list[torch.Tensor], attention=None) -> list[torch.Tensor]:
+    """Every place's score at every level, -d^2 / tau: (B, p) -> per level (B, N_l); for a
+    model that scores with its memory (HierLoc.scores_memory), plus the log of the support
+    attention's mass on the place (``attention`` from HierLoc.located)."""
     tau = model.criterion.tau.detach()
-    return [-model.geometry.sq_dist_matrix(z, p) / tau for p in points]
+    scores = [-model.geometry.sq_dist_matrix(z, p) / tau for p in points]
+    if getattr(model, "scores_memory", False):
+        if attention is None:
+            raise ValueError("this model's scores need the support attention its photos were located with")
+        scores = [s + m for s, m in zip(scores, model.support_log_mass(attention))]
+    return scores
+
+
+def tree_answer(marginals: list[torch.Tensor], tree: Hierarchy, k: int) -> torch.Tensor:
+    """The paths of one distribution over the tree (infer.confidence): first the answer,
+    from the country down the place of largest probability among the children of the
+    place above; then the paths of the most probable other cities -> (B, k, 4) local ids
+    (-1: none)."""
+    from hierloc.infer.beam import _children_of_kept
+
+    B = marginals[0].shape[0]
+    ans = [marginals[0].argmax(1)]
+    for lv in range(1, len(marginals)):
+        kids, _ = _children_of_kept(tree, lv, ans[-1][:, None])  # (B, W)
+        x = marginals[lv].gather(1, kids.clamp_min(0)).masked_fill(kids < 0, -torch.inf)
+        ans.append(kids.gather(1, x.argmax(1, keepdim=True)).squeeze(1))
+    answer = torch.stack(ans, 1)  # (B, 4)
+    paths = torch.full((B, k, len(marginals)), -1, dtype=torch.long, device=answer.device)
+    paths[:, 0] = answer
+    rest = min(k - 1, marginals[-1].shape[1] - 1)
+    if rest > 0:  # the other cities in decreasing probability, the answer's left out
+        city = marginals[-1].scatter(1, answer[:, 3:4], -torch.inf).topk(rest, dim=1).indices  # (B, rest)
+        cols = [city]
+        for lv in range(len(marginals) - 1, 0, -1):
+            cols.insert(0, tree.parents[lv][cols[0]])
+        paths[:, 1:1 + rest] = torch.stack(cols, -1)
+    return paths
 
 
 @torch.inference_mode()
@@ -43,6 +76,8 @@ def search_features(model, feats: torch.Tensor, tree: Hierarchy, beam: int = 10,
     points = points if points is not None else model.place_points()
     tau, score = model.criterion.tau.detach(), search_score(model)
     z, attention = model.located(feats)
+    if getattr(model, "scores_memory", False):
+        return _search_tree(model, z, attention, points, tree, beam)
     if search == "beam":
         res = beam_search(model.geometry, z, points, tree, beam=beam, tau=tau, score=score)
     else:
@@ -55,6 +90,25 @@ def search_features(model, feats: torch.Tensor, tree: Hierarchy, beam: int = 10,
         res.confidence, res.probability, res.levels, res.cities = (shown[k] for k in
                                                                    ("confidence", "probability", "levels", "cities"))
         res = candidates_by_probability(res)
+    return res
+
+
+def _search_tree(model, z, attention, points, tree: Hierarchy, k: int):
+    """A model that scores with its memory answers from its distribution over the tree
+    (tree_answer); SearchResult as beam_search gives it, with what the app shows."""
+    from hierloc.infer.beam import SearchResult
+
+    marginals = tree_log_marginals(level_scores(model, z, points, attention), tree.parents,
+                                   confidence_temperatures(model))
+    paths = tree_answer(marginals, tree, k)
+    shown = read_marginals(marginals, paths)
+    safe = paths.clamp_min(0)
+    sq = torch.stack([model.geometry.sq_dist_matrix(z, points[lv]).gather(1, safe[:, :, lv])
+                      for lv in range(len(points))], -1).masked_fill(paths < 0, torch.inf)  # (B, k, 4)
+    logp = marginals[-1].gather(1, safe[:, :, 3]).masked_fill(paths[:, :, 3] < 0, -torch.inf)
+    res = SearchResult(paths=paths, sq_dist=sq, score=logp.float(), confidence=shown["confidence"].float())
+    res.probability, res.levels, res.cities = shown["probability"], shown["levels"], shown["cities"]
+    res.gps = model.attended_gps(attention, paths[:, :, 3])
     return res
 
 

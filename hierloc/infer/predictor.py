@@ -506,6 +506,26 @@ def trained_engine(source: str, device: str = "cpu", random_weights: bool = Fals
     if backbone.feat_dim != model.config.feat_dim:
         raise ModelUnavailable(f"checkpoint {source} expects {model.config.feat_dim}-d features, "
                                f"backbone {name} gives {backbone.feat_dim}")
+    if model.scores_memory:  # trained on your own photos: it answers from its memory and its tree distribution
+        from hierloc.eval.evaluate import search_features
+
+        points, tree = model.place_points(), Hierarchy.from_table(table, device)
+
+        def encode_feats(images):  # the backbone's features: the search attends with them
+            return backbone.encode_images(images).float().to(device)
+
+        def search_memory(feats, k):
+            return search_features(model, feats, tree, beam=k, points=points, levels=True).cpu()
+
+        @torch.no_grad()
+        def photo(feats):
+            return model(feats.to(device)).cpu()
+
+        view = PlaceView(model.geometry, points, f"checkpoint {Path(str(source)).name}'s learned places", True,
+                         photo=photo)
+        return Engine("trained", f"HierLoc checkpoint {source} ({name}, trained on your photos)", False, table,
+                      model.geometry, points, tau, encode_feats, search=search_memory, score=score, view=view,
+                      calibrated=bool(model.config.extra.get("calibration")))
     return Engine("trained", f"HierLoc checkpoint {source} ({name})", False, table, model.geometry,
                   model.place_points(), tau, _encode_with(backbone, model), score=score)
 

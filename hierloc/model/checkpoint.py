@@ -8,6 +8,8 @@ A checkpoint is a folder (or a Hugging Face model repo with the same files):
     places.parquet              the place table the model was trained with
     place_features.safetensors  fixed per-place inputs (mean photo, text, location
                                 features), present when the model uses them
+    support.safetensors         the training photos a model trained on your own photos
+                                attends over (their features, places and GPS)
 
 A tensor file over MAX_FILE_BYTES is written as shards, following the Hugging Face
 convention (model-00001-of-00003.safetensors ... plus model.safetensors.index.json, whose
@@ -41,7 +43,8 @@ log = logging.getLogger(__name__)
 FORMAT = "hierloc-checkpoint"
 FORMAT_VERSION = 1
 CHECKPOINT_FILES = ["config.json", "model*.safetensors", "model.safetensors.index.json", "places.parquet",
-                    "place_features*.safetensors", "place_features.safetensors.index.json"]
+                    "place_features*.safetensors", "place_features.safetensors.index.json",
+                    "support*.safetensors", "support.safetensors.index.json"]
 MAX_FILE_BYTES = 9 * 2 ** 20
 """Largest tensor file written whole (under a Space's 10 MB per file, headers included)."""
 ROWS = "@rows="
@@ -165,6 +168,11 @@ def save_checkpoint(model: HierLoc, places: PlaceTable, folder: str | Path, extr
     if feats:
         save_tensors({k: v.detach().cpu().half().contiguous() for k, v in feats.items()}, tmp, "place_features",
                      max_bytes)
+    if model.config.extra.get("support_source") == "photos":  # the training photos it remembers
+        sup = model.support_inputs()
+        tensors = {"unit": sup["unit"].half(), "latlon": sup["latlon"].double(), "kind": sup["kind"],
+                   **{f"ancestor_{lv}": a for lv, a in enumerate(sup["ancestors"])}}
+        save_tensors({k: v.contiguous() for k, v in tensors.items()}, tmp, "support", max_bytes)
     places.save(tmp / "places.parquet")
     if folder.exists():
         old = folder.with_name(folder.name + f".old-{os.getpid()}")
@@ -242,7 +250,19 @@ def load_checkpoint(source: str | Path, places: PlaceTable | None = None, device
         for name, _ in config.place_features:
             feats[name] = [raw[f"feat_{name}_{lv}"].float() for lv in range(4)]
     support = None
-    if config.photo_head == "support":
+    if config.photo_head == "support" and config.extra.get("support_source") == "photos":
+        if not has_tensors(folder, "support"):
+            raise CheckpointError(f"{folder} lacks support.safetensors (the training photos it answers from)")
+        from hierloc.model.support import support_hash
+
+        raw = load_tensors(folder, "support")
+        support = {"unit": raw["unit"].float(), "latlon": raw["latlon"], "kind": raw["kind"],
+                   "ancestors": [raw[f"ancestor_{lv}"] for lv in range(4)]}
+        support["hash"] = support_hash(support["latlon"].numpy(), support["ancestors"][3].numpy())
+        if len(support["unit"]) != config.support_points:
+            raise CheckpointError(f"{folder}/support.safetensors holds {len(support['unit'])} photos, "
+                                  f"its config says {config.support_points}")
+    elif config.photo_head == "support":
         from hierloc.model.support import support_for_table
 
         try:

@@ -149,9 +149,18 @@ class HierLoc(nn.Module):
         self.support_bias = nn.Parameter(torch.zeros(c.support_points))
         # one more bias per kind of support point (a city's own point, or a gallery point):
         # the prior's mix of the two, learned quickly from every photo
-        kind = torch.ones(c.support_points, dtype=torch.long)
-        kind[:c.num_places[3]] = 0  # the cities' own points come first, in order
+        kind = support.get("kind")
+        if kind is None:
+            kind = torch.ones(c.support_points, dtype=torch.long)
+            kind[:c.num_places[3]] = 0  # the cities' own points come first, in order
+        kind = torch.as_tensor(kind, dtype=torch.long)
         self.register_buffer("support_kind", kind, persistent=False)
+        # the group of each support point (a training photo's location cell): a photo of
+        # the same group is not attended to in training (leave-one-cell-out), so that the
+        # head learns from memory as it is used on photos of places it has not seen
+        group = support.get("group")
+        self.register_buffer("support_group", None if group is None else torch.as_tensor(group, dtype=torch.long),
+                             persistent=False)
         self.support_kind_bias = nn.Parameter(torch.zeros(2))
         # a place feature of the cities' own points: log population (centred; 0 for the
         # other points and where unknown), with a learned weight that starts at 0
@@ -164,13 +173,14 @@ class HierLoc(nn.Module):
         nn.init.zeros_(self.photo_mlp[-1].weight)  # the image MLP starts as a zero residual
         nn.init.zeros_(self.photo_mlp[-1].bias)
 
-    def support_attention(self, feats: torch.Tensor, prior: torch.Tensor | None = None
-                          ) -> tuple[torch.Tensor, torch.Tensor]:
+    def support_attention(self, feats: torch.Tensor, prior: torch.Tensor | None = None,
+                          exclude: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         """(B, F) -> (top-k support indices (B, k), attention weights (B, k)): the k support
         points of largest T cos + bias (found without gradient, in candidate_dtype), their
         weights recomputed exactly (gradients reach T and the biases). ``prior`` (S,), to
         read the attention under another prior than the learned one (-inf leaves a point out;
-        eval.geoclip_bench.attention_posterior_decoder), takes no gradient."""
+        eval.geoclip_bench.attention_posterior_decoder), takes no gradient. ``exclude`` (B,)
+        group ids: the support points of a photo's own group are left out (training)."""
         u = nn.functional.normalize(feats.float(), dim=-1)
         T = self.log_support_temperature.exp()
         k = min(self.config.support_topk, self.config.support_points)
@@ -182,15 +192,43 @@ class HierLoc(nn.Module):
                     self._keys_lowp = cached = keys.to(self.candidate_dtype)
                 keys = cached
             bias = (self.support_prior() if prior is None else prior).detach()
-            idx = torch.cat([(part.to(keys.dtype) @ keys.T).float().mul_(T.detach()).add_(bias).topk(k, dim=1).indices
-                             for part in u.split(256)])  # (B, k)
+            parts = []
+            for i, part in zip(range(0, len(u), 256), u.split(256)):
+                logit = (part.to(keys.dtype) @ keys.T).float().mul_(T.detach()).add_(bias)
+                if exclude is not None:
+                    own = exclude[i:i + 256, None].to(keys.device) == self.support_group[None, :]
+                    logit = logit.masked_fill(own, -torch.inf)
+                parts.append(logit.topk(k, dim=1).indices)
+            idx = torch.cat(parts)  # (B, k)
         cos = torch.einsum("bd,bkd->bk", u, self.support_unit[idx])
         if prior is None:
             bias = (self.support_bias[idx] + self.support_kind_bias[self.support_kind[idx]]
                     + self.support_population_weight * self.support_log_population[idx])
         else:
             bias = prior.detach()[idx]
-        return idx, torch.softmax(T * cos + bias, dim=1)
+        logit = T * cos + bias
+        if exclude is not None:
+            logit = logit.masked_fill(self.support_group[idx] == exclude[:, None].to(idx.device), -torch.inf)
+        return idx, torch.softmax(logit, dim=1)
+
+    def support_log_mass(self, attention: tuple[torch.Tensor, torch.Tensor]) -> list[torch.Tensor]:
+        """Per level (B, N_l): the log of the attention's mass on each place (the sum of the
+        weights of its support points), the memory's own distribution over the places
+        with the learned prior in it; log of a tiny floor where a place gets none."""
+        idx, a = attention
+        out = []
+        for lv in range(NUM_LEVELS):
+            anc = getattr(self, f"support_ancestor_{lv}")[idx]  # (B, k)
+            m = torch.zeros(a.shape[0], self.config.num_places[lv], dtype=a.dtype, device=a.device)
+            out.append(m.scatter_add(1, anc, a).clamp_min(1e-12).log())
+        return out
+
+    @property
+    def scores_memory(self) -> bool:
+        """Whether a place's score adds the log of the support attention's mass on it to
+        -d^2 / tau (the own-photos recipe, train.own_model), and the answer is read from
+        the tree distribution."""
+        return self.config.photo_head == "support" and self.config.extra.get("level_score") == "distance+memory"
 
     @torch.no_grad()
     def attended_gps(self, attention: tuple[torch.Tensor, torch.Tensor], cities: torch.Tensor) -> torch.Tensor:
@@ -339,14 +377,14 @@ class HierLoc(nn.Module):
 
     # ---- photos ----------------------------------------------------------------------
     def photo_tangent(self, feats: torch.Tensor, place_tangents: list[torch.Tensor] | None = None,
-                      return_attention: bool = False):
+                      return_attention: bool = False, exclude: torch.Tensor | None = None):
         """feats (B, F) -> (B, D), attention included; with return_attention (support
         head), (v, (support indices (B, k), weights (B, k)))."""
         v = self.log_alpha_img.exp() * self.photo_mlp(feats.float())  # (B, D)
         if self.config.photo_head == "support":
             if place_tangents is None:  # training: the places' current tangents (gradients reach them)
                 place_tangents = self.encode_places() if self.training else self.place_cache()
-            idx, a = self.support_attention(feats)
+            idx, a = self.support_attention(feats, exclude=exclude)
             for lv in range(NUM_LEVELS):
                 vals = place_tangents[lv][getattr(self, f"support_ancestor_{lv}")[idx]]  # (B, k, D)
                 v = v + self.level_mix[lv] * torch.einsum("bk,bkd->bd", a, vals)
@@ -362,12 +400,12 @@ class HierLoc(nn.Module):
         when training so that gradients reach the places through attention."""
         return self._point(self.photo_tangent(feats, place_tangents))  # MLPs may run under autocast
 
-    def located(self, feats: torch.Tensor) -> tuple[torch.Tensor, tuple | None]:
+    def located(self, feats: torch.Tensor, exclude: torch.Tensor | None = None) -> tuple[torch.Tensor, tuple | None]:
         """Photo points and, for the support head, the attention they were made with (what
         attended_gps reads): feats (B, F) -> (z (B, p), (indices (B, k), weights (B, k)) or None)."""
         if self.config.photo_head != "support":
             return self(feats), None
-        v, att = self.photo_tangent(feats, return_attention=True)
+        v, att = self.photo_tangent(feats, return_attention=True, exclude=exclude)
         return self._point(v), att
 
     def _point(self, v: torch.Tensor) -> torch.Tensor:
@@ -416,7 +454,7 @@ class HierLoc(nn.Module):
         if self.config.photo_head != "support":
             return None
         out = {"unit": self.support_unit.cpu(), "hash": self.support_hash,
-                "log_population": self.support_log_population.cpu(),
+                "log_population": self.support_log_population.cpu(), "kind": self.support_kind.cpu(),
                 "ancestors": [getattr(self, f"support_ancestor_{lv}").cpu() for lv in range(NUM_LEVELS)]}
         if hasattr(self, "support_latlon"):
             out["latlon"] = self.support_latlon.cpu()

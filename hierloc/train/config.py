@@ -39,9 +39,6 @@ class TrainConfig:
     locations: str = "cities"                 # where photos are taken: cities | gallery
     noise_max: float = 1.5                    # photos' noise levels drawn in [0, noise_max] x calibrated
     place_feature_photos: int = 200_000       # locations averaged into the mean-photo place feature
-    # your own photos (data = images): a folder, prepared by `train --images` (train.own_photos)
-    images: str = ""
-    labels: str = ""
     backbone: str = "efficientnet-lite0"
     backbone_tag: str = ""
     # model (see ModelConfig)
@@ -82,10 +79,9 @@ class TrainConfig:
     def __post_init__(self):
         for name in ("countries", "place_features", "betas"):
             object.__setattr__(self, name, tuple(getattr(self, name)))
-        if self.data not in ("synthetic", "osv5m", "geoclip", "images"):
-            raise ValueError(f"data must be synthetic, osv5m, geoclip or images, got {self.data!r}")
-        if self.data == "images" and not self.images:
-            raise ValueError("data=images needs images (a folder of photos; run `train --images DIR`)")
+        if self.data not in ("synthetic", "osv5m", "geoclip"):
+            raise ValueError(f"data must be synthetic, osv5m or geoclip, got {self.data!r} "
+                             f"(your own photos: `train --images DIR`, train.own_model)")
         if self.locations not in ("cities", "gallery"):
             raise ValueError(f"locations must be cities or gallery, got {self.locations!r}")
         if self.data == "osv5m" and not (self.osv5m_root and self.features):
@@ -110,17 +106,12 @@ class TrainConfig:
         command sets by itself are given with --set)."""
         import shlex
 
-        geoclip, images = self.data == "geoclip", self.data == "images"
-        if images:
-            from hierloc.train.own_photos import IMAGES_DEFAULTS
-        base = {**dataclasses.asdict(TrainConfig()), **(GEOCLIP_DEFAULTS if geoclip else {}),
-                **(IMAGES_DEFAULTS if images else {})}
+        geoclip = self.data == "geoclip"
+        base = {**dataclasses.asdict(TrainConfig()), **(GEOCLIP_DEFAULTS if geoclip else {})}
         parts = ["python", "-m", "hierloc", "train"] + (["--geoclip"] if geoclip else [])
-        if images:
-            parts += ["--images", self.images] + (["--labels", self.labels] if self.labels else [])
         parts += ["--out", self.out]
         for key, value in self.to_dict().items():
-            if key in ("out", "images", "labels", "data" if images else "") or (images and key == "backbone"):
+            if key == "out":
                 continue
             want = list(value) if isinstance(value, tuple) else value
             have = base.get(key)

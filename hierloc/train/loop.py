@@ -107,49 +107,12 @@ def prepare_geoclip(cfg: TrainConfig) -> TrainData:
     return TrainData(table, None, val, None, None, feats, 512, notes, photos)
 
 
-def prepare_images(cfg: TrainConfig) -> TrainData:
-    """Your own photos, as `train --images` prepared them in the run folder (photos.csv,
-    split.json; features from the content-keyed cache)."""
-    from hierloc.data.place_features import location_features
-    from hierloc.geo.places import default_places
-    from hierloc.train import own_photos as O
-
-    out = Path(cfg.out)
-    if not (out / "photos.csv").exists():
-        raise FileNotFoundError(f"{out}/photos.csv is missing: run `python -m hierloc train --images {cfg.images} "
-                                f"--out {cfg.out}`, which prepares it")
-    import pandas as pd
-
-    photos = pd.read_csv(out / "photos.csv", keep_default_na=False)
-    split = json.loads((out / "split.json").read_text())
-    geo = default_places()
-    table = geo.subset([geo.index(k) for k in photos["city_key"]], source=f"photos in {Path(cfg.images).name}")
-    feats = O.photo_features(cfg.images, photos["file"].tolist(), photos["sha256"].tolist(), split["backbone"],
-                             progress=False)
-    train = O.photo_set(table, photos, feats, "train")
-    val = O.photo_set(table, photos, feats, "test")
-    targets = targets_of(table, train)
-    city = table.level_slice("city")
-    place_feats = {}
-    for name in cfg.place_features:
-        if name == "image":
-            from hierloc.data.place_features import mean_image_features
-
-            place_feats["image"] = mean_image_features(table, targets[:, 3].numpy() + city.start, train.feats)
-        elif name == "location":
-            place_feats["location"] = location_features(table)
-    notes = {"images": {"folder": str(cfg.images), "split": split, "photos": {"train": len(train), "test": len(val)}}}
-    return TrainData(table, train, val, None, targets, place_feats, train.feats.shape[1], notes)
-
-
 def prepare_data(cfg: TrainConfig) -> TrainData:
     from hierloc.data.place_features import location_features, mean_image_features
     from hierloc.geo.build import table_from_points
 
     if cfg.data == "geoclip":
         return prepare_geoclip(cfg)
-    if cfg.data == "images":
-        return prepare_images(cfg)
     test = None
     notes: dict = {}
     if cfg.data == "synthetic":

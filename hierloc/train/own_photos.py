@@ -5,17 +5,21 @@
    duplicates found by content. Every file gets a status and a reason; the run folder
    keeps them (photos.csv, problems.csv) and the screen gets one line per kind.
 2. Truth: the benchmark's protocol (the nearest GeoNames point of the GPS, its parents).
-3. Split held out by location (:func:`split_by_cells`): whole cells of the globe go to the
-   test split, chosen by the seed (saved in split.json); finer cells when the photos fall
-   in too few.
+3. Held out by location: under 2,000 photos, K folds of whole cells of the globe
+   (train.own_model.cell_folds; `--folds K`, default 5), each photo tested once by the
+   model trained on the other folds; else one split (:func:`split_by_cells`), whole cells
+   to the test side; the seed fixes both (saved in split.json); finer cells when the
+   photos fall in too few.
 4. Features: the chosen backbone, cached by file content (HIERLOC_CACHE/photo_features),
    batched, with a progress bar; an interrupted run starts where it stopped.
 5. The hierarchy: the places the photos cover and their ancestors (a subset of the
    offline GeoNames hierarchy, keyed as OSV-5M keys it). HierLoc is trained on it with
-   :data:`IMAGES_DEFAULTS` (train.loop; resumable).
-6. Evaluation on the held-out photos, same photos, same features (:func:`evaluate_run`):
-   HierLoc's beam search, k-nearest-neighbour retrieval over the training photos, always
-   the most common place per level, and the profile that answers without this model.
+   the own-photos recipe (train.own_model: memory of the training photos, a prior over
+   places, the answer read from one distribution over the tree).
+6. Evaluation on the held-out photos, same photos, same features (:func:`run`): HierLoc,
+   the vote of the nearest training photos, a linear classifier per level, the most
+   common place, and the profile that answers without this model; one table with each
+   method's 95 % paired interval against HierLoc.
 """
 
 from __future__ import annotations
@@ -37,16 +41,8 @@ log = logging.getLogger(__name__)
 MIN_TRAIN, MIN_TEST, MIN_PLACES = 20, 5, 2
 TEST_SHARE = 0.2
 CELL_SIZES_DEG = (1.0, 0.25, 0.05, 0.01)
-KNN_K = 1
-
-IMAGES_DEFAULTS = {
-    "data": "images", "embed_dim": 64, "hidden_dim": 128, "dropout": 0.0, "attention": False,
-    "place_features": ["image", "location"], "batch_size": 64, "lr": 3e-3, "manifold_lr": 3e-3,
-    "epochs": 60.0, "init": "pca", "val_photos": 0, "log_every": 25, "ckpt_every": 100, "minutes": 30.0,
-}
-"""What `train --images` sets before any --set: a small model for a few hundred to a few
-thousand photos (the GeoCLIP-space recipe's PCA start, no cross-level attention), every
-place of the small hierarchy scored at every step."""
+FOLDS_BELOW = 2000
+"""Under this many photos the table is made over 5 folds (each photo tested once)."""
 
 
 class TooFewPhotos(ValueError):
@@ -266,21 +262,29 @@ def photo_features(folder, files, shas, backbone: str, batch: int = 16, progress
 
 
 # ---------------------------------------------------------------------------------------
-# the prepared run: what train.loop reads (data = "images")
+# the prepared run
 # ---------------------------------------------------------------------------------------
 @dataclass
 class Prepared:
     table: object              # PlaceTable: the photos' places and their ancestors
-    photos: pd.DataFrame       # the usable photos, with split and truth rows
+    photos: pd.DataFrame       # the usable photos, with truth (city_key) and fold (0..K-1) or split
     feats: torch.Tensor        # (N, F) in photos' order
     backbone: str
+    folds: int                 # K > 1: every photo tested once; 1: the split's test side only
 
 
-def prepare_run(images, labels, out: Path, backbone: str = "auto", seed: int = 0,
+def default_folds(n_photos: int) -> int:
+    return 5 if n_photos < FOLDS_BELOW else 1
+
+
+def prepare_run(images, labels, out: Path, backbone: str = "auto", seed: int = 0, folds: int | None = None,
                 progress: bool = True) -> Prepared:
     """Scan, split and encode (steps 1-4), writing photos.csv, problems.csv and split.json
-    into the run folder; every step is repeatable and starts where it stopped."""
+    into the run folder; every step is repeatable and starts where it stopped. folds: K
+    folds of whole location cells (None: 5 under 2,000 photos, else 1), or 1 for one
+    split held out by location."""
     from hierloc.geo.places import default_places
+    from hierloc.train.own_model import cell_folds
 
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
@@ -292,103 +296,171 @@ def prepare_run(images, labels, out: Path, backbone: str = "auto", seed: int = 0
     ok = df[df["status"] == "ok"].reset_index(drop=True)
     geo = default_places()
     rows = truth_rows(ok["latitude"].to_numpy(), ok["longitude"].to_numpy()) if len(ok) else np.zeros(0, int)
+    folds = default_folds(len(ok)) if folds is None else int(folds)
+    if folds < 1:
+        raise ValueError(f"--folds must be 1 or more, got {folds}")
     is_test, split = split_by_cells(ok["latitude"], ok["longitude"], seed) if len(ok) else (np.zeros(0, bool), {})
     check_enough(len(ok), len(np.unique(rows)), int((~is_test).sum()), int(is_test.sum()))
-    ok["split"] = np.where(is_test, "test", "train")
+    if folds > 1:
+        try:
+            fold, split = cell_folds(ok["latitude"], ok["longitude"], folds, seed)
+        except ValueError as exc:
+            raise TooFewPhotos(f"{exc}: use fewer --folds (or --folds 1)") from None
+        ok["fold"] = fold
+        n_train, n_test = len(ok), len(ok)
+    else:
+        ok["split"] = np.where(is_test, "test", "train")
+        n_train, n_test = int((~is_test).sum()), int(is_test.sum())
     ok["city_key"] = geo.key[rows]
     backbone = resolve_backbone(backbone)
-    (out / "split.json").write_text(json.dumps({**split, "train": int((~is_test).sum()), "test": int(is_test.sum()),
-                                                "backbone": backbone}, indent=2))
+    (out / "split.json").write_text(json.dumps({**split, "train": n_train, "test": n_test, "backbone": backbone},
+                                               indent=2))
     feats = photo_features(images, ok["file"].tolist(), ok["sha256"].tolist(), backbone, progress=progress)
     table = geo.subset(rows, source=f"photos in {Path(images).name}")
     ok.to_csv(out / "photos.csv", index=False)
-    return Prepared(table, ok, feats, backbone)
-
-
-def photo_set(table, photos: pd.DataFrame, feats: torch.Tensor, split: str):
-    """A PhotoSet of one split: its features, GPS and true keys in ``table``."""
-    from hierloc.data.synthetic import PhotoSet
-
-    sel = np.flatnonzero(photos["split"].to_numpy() == split)
-    city = [table.index(k) for k in photos["city_key"].to_numpy()[sel]]
-    keys = {lv: table.key[table.ancestor_at(np.asarray(city), i)].astype(str) for i, lv in enumerate(LEVELS)}
-    names = {lv: table.name[table.ancestor_at(np.asarray(city), i)].astype(str) for i, lv in enumerate(LEVELS)}
-    return PhotoSet(np.asarray(photos["file"])[sel], feats[torch.as_tensor(sel, dtype=torch.long)],
-                    photos["latitude"].to_numpy(float)[sel], photos["longitude"].to_numpy(float)[sel], keys, names)
+    return Prepared(table, ok, feats, backbone, folds)
 
 
 # ---------------------------------------------------------------------------------------
-# 6. evaluation
+# 5-6. train and evaluate
 # ---------------------------------------------------------------------------------------
-def _metrics(table, lat, lon, test, pred_keys=None):
-    from hierloc.eval.evaluate import reverse_geocoded_keys
-    from hierloc.eval.metrics import all_metrics
+def run(prepared: Prepared, out: Path, images, cfg=None, fallback=None) -> tuple[Path, dict]:
+    """Train the model of the run (RUN/last) and the table of every method on held-out
+    photos (each fold's photos predicted by what was trained on the others; with one
+    split, its test side): HierLoc and the baselines of train.own_model on the same
+    features, the fallback profile (a Predictor, or a function that loads one); pooled, with each method's 95 % paired interval
+    against HierLoc. -> (checkpoint folder, the table as eval.json holds it)."""
+    import time
 
-    rg = reverse_geocoded_keys(lat, lon)
-    m = all_metrics(lat, lon, test.lat_deg, test.lon_deg, pred_keys=pred_keys or rg, true_keys=test.keys, rg_keys=rg)
-    return m
+    from hierloc.geo.places import default_places
+    from hierloc.model.checkpoint import save_checkpoint
+    from hierloc.train import own_model as M
 
-
-def evaluate_run(checkpoint, prepared: Prepared, images, fallback=None, beam: int = 10) -> dict:
-    """The table of the run: every method on the held-out photos (see the module docstring)."""
-    from hierloc.eval.evaluate import keys_of_paths, predict_features
-    from hierloc.model.checkpoint import load_checkpoint
-
-    model, table, _ = load_checkpoint(checkpoint)
-    train = photo_set(table, prepared.photos, prepared.feats, "train")
-    test = photo_set(table, prepared.photos, prepared.feats, "test")
-    methods = {}
-    best, _ = predict_features(model, table, test.feats, beam=beam)
-    rows = best[:, 3] + table.level_slice("city").start
-    methods["hierloc"] = _metrics(table, table.lat_deg[rows], table.lon_deg[rows], test, keys_of_paths(table, best))
-    # k-nearest-neighbour retrieval over the training photos (cosine): the neighbour's GPS
-    a = torch.nn.functional.normalize(test.feats, dim=-1)
-    b = torch.nn.functional.normalize(train.feats, dim=-1)
-    nn_idx = (a @ b.T).argmax(1).numpy()
-    methods["knn"] = _metrics(table, train.lat_deg[nn_idx], train.lon_deg[nn_idx], test)
-    # always the most common training place of each level; as GPS the centroid of the city
-    # reached by going down the most common places (the most common region of the most
-    # common country, and so on), so that the GPS lies in the place it names
-    common = {lv: pd.Series(train.keys[lv]).value_counts().index[0] for lv in LEVELS}
-    inside = np.ones(len(train), dtype=bool)
-    for lv in LEVELS:
-        top = pd.Series(train.keys[lv][inside]).value_counts().index[0]
-        inside &= train.keys[lv] == top
-    c_row = table.index(top)
-    n = len(test)
-    methods["most_common"] = _metrics(table, np.full(n, table.lat_deg[c_row]), np.full(n, table.lon_deg[c_row]), test,
-                                      {lv: np.full(n, common[lv], dtype=object) for lv in LEVELS})
+    cfg = cfg or M.OwnConfig()
+    out = Path(out)
+    geo = default_places()
+    ph = prepared.photos
+    rows = np.array([geo.index(k) for k in ph["city_key"]])
+    allp = M.photos_of(geo, prepared.feats, ph["latitude"], ph["longitude"], rows)
+    if prepared.folds > 1:
+        fold = ph["fold"].to_numpy()
+        sides = [(fold != f, fold == f) for f in range(prepared.folds)]
+        final_train = np.ones(len(ph), dtype=bool)
+    else:
+        test = ph["split"].to_numpy() == "test"
+        sides = [(~test, test)]
+        final_train = ~test
+    t0 = time.perf_counter()
+    order, preds, settings, reports = [], {}, [], []
+    model = table = None
+    for train_mask, test_mask in sides:
+        train_p, test_p = allp.take(train_mask), allp.take(test_mask)
+        table = geo.subset(train_p.rows[:, 3], source=prepared.table.source)
+        model, report = M.fit(table, geo, train_p, cfg, prepared.backbone)
+        got = {"hierloc": M.predict(model, table, test_p)}
+        base, chosen = M.baselines(geo, train_p, test_p, cfg.seed, cfg.val_share)
+        got.update(base)
+        for name, p in got.items():
+            preds.setdefault(name, []).append(p)
+        order.append(np.flatnonzero(test_mask))
+        settings.append(chosen)
+        reports.append({k: v for k, v in report.items() if k != "validation_curve"})
+    seconds = {"folds_s": round(time.perf_counter() - t0, 1)}
+    t1 = time.perf_counter()
+    if prepared.folds > 1:  # the run's model: every photo
+        table = prepared.table
+        model, report = M.fit(table, geo, allp.take(final_train), cfg, prepared.backbone)
+    seconds["final_model_s"] = round(time.perf_counter() - t1, 1)
+    folder = save_checkpoint(model, table, out / "last",
+                             extra={"train": {"recipe": "own-photos", "images": str(images), "report": report,
+                                              "photos": int(final_train.sum()), "backbone": prepared.backbone}})
+    idx = np.concatenate(order)
+    truth = allp.take(idx)
+    pooled = {name: _pool(parts) for name, parts in preds.items()}
+    if callable(fallback) and not hasattr(fallback, "predict_many"):
+        fallback = fallback()  # loaded only now: its runtime's threads would slow the training down
     if fallback is not None:
-        preds = fallback.predict_many([Path(images) / f for f in test.ids], beam=beam, top_k=1, with_disk=False)
-        lat = np.array([p.latitude for p in preds], dtype=float)
-        lon = np.array([p.longitude for p in preds], dtype=float)
-        keys = {lv: np.array([p.path[i]["key"] for p in preds], dtype=object) for i, lv in enumerate(LEVELS)}
-        methods[fallback.profile] = _metrics(table, lat, lon, test, keys)
-    for m in methods.values():
+        files = ph["file"].to_numpy()[idx]
+        answers = fallback.predict_many([Path(images) / f for f in files], top_k=1, with_disk=False)
+        pooled[fallback.profile] = {
+            "keys": {lv: np.array([a.path[i]["key"] for a in answers], dtype=object).astype(str)
+                     for i, lv in enumerate(LEVELS)},
+            "lat": np.array([a.latitude for a in answers], dtype=float),
+            "lon": np.array([a.longitude for a in answers], dtype=float)}
+    res = table_of(pooled, truth, geo)
+    res.update(photos={"train": int(final_train.sum()), "test": len(idx)}, folds=prepared.folds,
+               settings={"hierloc": M.asdict(cfg), "per_fold": settings}, fits=reports, backbone=prepared.backbone)
+    res["seconds"] = seconds
+    return folder, res
+
+
+def _pool(parts: list[dict]) -> dict:
+    return {"keys": {lv: np.concatenate([p["keys"][lv] for p in parts]) for lv in LEVELS},
+            "lat": np.concatenate([p["lat"] for p in parts]), "lon": np.concatenate([p["lon"] for p in parts])}
+
+
+def table_of(pooled: dict, truth, geo) -> dict:
+    """Metrics of each method on the same photos, and each one's paired difference to
+    HierLoc per level and in GeoScore (95 % interval)."""
+    from hierloc.eval.evaluate import reverse_geocoded_keys
+    from hierloc.eval.metrics import GEOSCORE_SCALE_KM, all_metrics, level_hits, paired_difference
+    from hierloc.geo.distance import haversine_km
+
+    true_keys = truth.keys(geo)
+    methods, paired, hits, scores = {}, {}, {}, {}
+    for name, p in pooled.items():
+        m = all_metrics(p["lat"], p["lon"], truth.lat, truth.lon, pred_keys=p["keys"], true_keys=true_keys,
+                        rg_keys=reverse_geocoded_keys(p["lat"], p["lon"]))
         m.pop("n", None)
-    return {"photos": {"train": len(train), "test": n}, "methods": methods,
-            "knn_k": KNN_K, "beam": beam, "backbone": prepared.backbone}
+        methods[name] = m
+        hits[name] = level_hits(p["keys"], true_keys)
+        scores[name] = 5000.0 * np.exp(-haversine_km(p["lat"], p["lon"], truth.lat, truth.lon) / GEOSCORE_SCALE_KM)
+    for name in pooled:
+        if name == "hierloc":
+            continue
+        d = scores["hierloc"] - scores[name]
+        half = 1.96 * d.std(ddof=1) / np.sqrt(len(d)) if len(d) > 1 else float("nan")
+        paired[name] = {**{lv: paired_difference(hits["hierloc"][lv], hits[name][lv]) for lv in LEVELS},
+                        "geoscore": {"diff": round(float(d.mean()), 1), "low": round(float(d.mean() - half), 1),
+                                     "high": round(float(d.mean() + half), 1)}}
+    return {"methods": methods, "hierloc_minus": paired}
 
 
-LABELS = {"hierloc": "HierLoc (beam search)", "knn": "nearest training photo (k-NN retrieval)",
-          "most_common": "always the most common place", "preview": "offline preview (untrained)",
-          "zero-shot": "zero-shot (CLIP + GeoCLIP)"}
+LABELS = {"hierloc": "HierLoc", "knn": "nearest training photos (k-NN vote)",
+          "linear": "linear classifier per level", "most_common": "always the most common place",
+          "preview": "offline preview (untrained)", "zero-shot": "zero-shot (CLIP + GeoCLIP)"}
+
+
+def _verdict(p: dict) -> str:
+    if not np.isfinite(p["low"]):
+        return ""
+    return "ahead" if p["low"] > 0 else "behind" if p["high"] < 0 else "level"
 
 
 def markdown(res: dict) -> str:
     from hierloc.eval.metrics import THRESHOLDS_KM
 
     km = " | ".join(f"{t} km" for t in THRESHOLDS_KM)
-    lines = [f"Held-out photos: {res['photos']['test']} (trained on {res['photos']['train']}), held out by location; "
-             f"features: {res['backbone']}.", "",
+    n, k = res["photos"]["test"], res.get("folds", 1)
+    how = (f"{n} photos, {k} folds of whole location cells: each photo predicted once, by what was trained on "
+           f"the other folds" if k > 1 else f"{n} photos held out by location (trained on {res['photos']['train']})")
+    lines = [f"{how}; features: {res['backbone']}. Real photos, not the proxy.", "",
              f"| method | country | region | sub-region | city | {km} | median km | GeoScore |",
              "|---" * (7 + len(THRESHOLDS_KM)) + "|"]
     for name, m in res["methods"].items():
         acc = " | ".join("-" if np.isnan(m["accuracy"].get(lv, np.nan)) else f"{100 * m['accuracy'][lv]:.1f}"
                          for lv in LEVELS)
         within = " | ".join(f"{100 * m['acc_km'][str(t)]:.1f}" for t in THRESHOLDS_KM)
-        lines.append(f"| {LABELS.get(name, name)} | {acc} | {within} | {m['median_km']:.1f} | {m['geoscore']:.0f} |")
-    lines += ["", "Accuracy per level in %, each level over the held-out photos whose place at that level has a "
-              "name; distances from the true GPS. The places of a prediction are its own (HierLoc, the profile) or "
-              "those of its GPS by the benchmark's reverse geocoding (nearest training photo)."]
+        lines.append(f"| {LABELS.get(name, name)} | {acc} | {within} | {m['median_km']:.0f} | {m['geoscore']:.0f} |")
+    lines += ["", "HierLoc minus each method on the same photos (95 % paired interval; ahead: above zero, level: "
+              "it holds zero, behind: below zero):", "",
+              "| method | country | region | GeoScore |", "|---|---|---|---|"]
+    for name, p in res["hierloc_minus"].items():
+        cells = [f"{p[lv]['diff']:+.1f} [{p[lv]['low']:+.1f}, {p[lv]['high']:+.1f}] {_verdict(p[lv])}"
+                 for lv in LEVELS[:2]]
+        g = p["geoscore"]
+        cells.append(f"{g['diff']:+.0f} [{g['low']:+.0f}, {g['high']:+.0f}] {_verdict(g)}")
+        lines.append(f"| {LABELS.get(name, name)} | " + " | ".join(cells) + " |")
+    lines += ["", "Accuracy per level in %, each level over the photos whose place at that level has a name; "
+              "distances from the true GPS. The places of a prediction are its own."]
     return "\n".join(lines)

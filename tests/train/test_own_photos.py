@@ -94,18 +94,23 @@ def test_train_images_end_to_end_and_the_model_answers(messy, tmp_path):
     res = json.loads((run / "eval.json").read_text())
     n_ok = len(pd.read_csv(run / "photos.csv"))
     assert f"{n_ok} photos with GPS" in out.stdout and n_ok >= 49
-    assert set(res["methods"]) == {"hierloc", "knn", "most_common", "preview"}
-    assert res["photos"]["train"] + res["photos"]["test"] == len(pd.read_csv(run / "photos.csv"))
+    assert set(res["methods"]) == {"hierloc", "knn", "linear", "most_common", "preview"}
+    # under 2,000 photos: 5 folds, every photo tested once; the run's model is trained on all
+    assert res["folds"] == 5 and res["photos"]["test"] == res["photos"]["train"] == n_ok
+    assert set(res["hierloc_minus"]) == {"knn", "linear", "most_common", "preview"}
+    for p in res["hierloc_minus"].values():
+        assert p["country"]["low"] <= p["country"]["diff"] <= p["country"]["high"] and "geoscore" in p
     for m in res["methods"].values():
         assert {"accuracy", "acc_km", "median_km", "geoscore"} <= set(m)
         assert set(m["acc_km"]) == {"1", "25", "200", "750", "2500"}
         assert 0 <= m["accuracy"]["country"] <= 1
     table = (run / "eval.md").read_text()
-    assert "HierLoc (beam search)" in table and "always the most common place" in table
+    assert "| HierLoc |" in table and "always the most common place" in table and "paired interval" in table
     problems = pd.read_csv(run / "problems.csv")
     assert {"not an image", "duplicate", "no GPS"} <= set(problems["status"])
     split = json.loads((run / "split.json").read_text())
     assert split["test"] == res["photos"]["test"] and split["backbone"] == "efficientnet-lite0"
+    assert split["folds"] == 5 and sum(split["photos_per_fold"]) == n_ok
     # the run is a model: predict with it, over a folder, in batches
     pred = subprocess.run([sys.executable, "-m", "hierloc", "predict", str(folder / "camera"), "--model",
                            str(run / "last"), "--format", "jsonl"], capture_output=True, text=True, timeout=600)
@@ -123,7 +128,7 @@ def test_train_images_end_to_end_and_the_model_answers(messy, tmp_path):
     assert res_model.profile == "trained" and res_model.source == str(ckpt)
     p = load_predictor(str(ckpt))
     assert p.profile == "trained" and not p.untrained and p.predict(folder / "camera" / "DSCN0010.jpg").ok
-    # running the same command again resumes: nothing is encoded or trained again
+    # the same command again reads the cached features, and trains to the same model
     again = subprocess.run(cmd, capture_output=True, text=True, timeout=900)
     assert again.returncode == 0 and "features (" not in again.stderr
     assert json.loads((run / "eval.json").read_text())["methods"]["hierloc"] == res["methods"]["hierloc"]

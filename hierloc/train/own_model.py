@@ -1,0 +1,413 @@
+"""HierLoc on your own photos: memory of the training photos, a prior over places and a
+Bayes decision down the tree (`train --images`).
+
+The model is HierLoc's support-attention photo head (model.hierloc) with the training
+photos as its support points, each filed under its place and kept with its GPS:
+
+    a_s      = softmax_s( T cos(f, f_s) + b_s )       over every training photo s
+    z        = exp_0( sum_l mix_l sum_s a_s t_l(place_l(s)) + MLP(f) )
+    score_l  = -d(z, h_place)^2 / tau + log sum_{s in place} a_s
+
+b_s is a learned bias per training photo started at 0, so that before any evidence each
+photo is one vote and a place's prior is its share of the training photos (a city with
+300 photos starts 100 times as likely as one with 3); the sum of its photos' e^b_s is the
+learned prior of a place. The scores make one distribution over the tree
+(infer.confidence: a softmax among siblings per level, chained down), and the answer is at
+each level the place of largest probability among the children of the one above, so that
+a model whose photos carry no signal answers its prior (the most common place) and one
+whose photos carry it answers by them. Its GPS is the training photo of largest weight
+inside the answered city.
+
+Training minimises, per level, -log p(true place) under that distribution; a photo never
+attends to the training photos of its own location cell (leave-one-cell-out), as held-out
+photos cannot. The epoch is picked on a validation split of the training photos (whole
+cells), the confidence temperatures fitted on it (infer.confidence.fit_temperatures), then
+the model is refitted on all its photos for that many epochs.
+
+Beside it, on the same features and photos (:func:`baselines`): the nearest training
+photos (a vote of k with weights exp(cos / t), k and t picked on the validation split), a
+linear classifier per level (logistic regression on the standardised features, its bias the
+prior, the weight decay picked on validation) and the most common place.
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+import math
+from dataclasses import asdict, dataclass
+
+import numpy as np
+import torch
+
+from hierloc import LEVELS
+
+log = logging.getLogger(__name__)
+
+NUM_LEVELS = len(LEVELS)
+
+
+@dataclass(frozen=True)
+class OwnConfig:
+    """The recipe's settings (`train --images --set key=value`)."""
+    embed_dim: int = 32
+    hidden_dim: int = 64
+    epochs: int = 40
+    batch_size: int = 64
+    lr: float = 1e-2
+    weight_decay: float = 1e-4
+    support_temperature: float = 10.0
+    tau: float = 2.0
+    val_share: float = 0.2
+    seed: int = 0
+    max_support_topk: int = 4096
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "OwnConfig":
+        from hierloc.model.config import from_known_fields
+
+        return from_known_fields(cls, d, "train --images")
+
+
+# ---------------------------------------------------------------------------------------
+# location cells and folds
+# ---------------------------------------------------------------------------------------
+def cells(lat, lon, min_cells: int = 5) -> tuple[np.ndarray, float]:
+    """Each photo's location cell: the largest size of own_photos.CELL_SIZES_DEG that gives
+    at least ``min_cells`` cells -> (cell ids (N,), size in degrees)."""
+    from hierloc.data.geoclip_space import cell_of
+    from hierloc.train.own_photos import CELL_SIZES_DEG
+
+    lat, lon = np.asarray(lat, dtype=np.float64), np.asarray(lon, dtype=np.float64)
+    for size in CELL_SIZES_DEG:
+        c = cell_of(lat, lon, size)
+        if len(np.unique(c)) >= min_cells:
+            break
+    return np.asarray(c, dtype=np.int64), size
+
+
+def cell_folds(lat, lon, k: int, seed: int = 0) -> tuple[np.ndarray, dict]:
+    """K folds of whole location cells, as even in photos as the cells allow: the cells in
+    an order fixed by the seed, the largest first, each to the fold with fewest photos ->
+    (fold of each photo (N,), what was done)."""
+    c, size = cells(lat, lon, min_cells=2 * k)
+    uniq, counts = np.unique(c, return_counts=True)
+    if len(uniq) < k:
+        raise ValueError(f"the photos fall in {len(uniq)} location cells, fewer than {k} folds")
+    rng = np.random.default_rng(seed)
+    order = rng.permutation(len(uniq))
+    order = order[np.argsort(-counts[order], kind="stable")]
+    fill = np.zeros(k, dtype=np.int64)
+    fold_of_cell = np.zeros(len(uniq), dtype=np.int64)
+    for i in order:
+        f = int(np.argmin(fill))
+        fold_of_cell[i] = f
+        fill[f] += counts[i]
+    fold = fold_of_cell[np.searchsorted(uniq, c)]
+    return fold, {"folds": k, "cell_deg": size, "cells": int(len(uniq)), "seed": seed,
+                  "photos_per_fold": fill.tolist()}
+
+
+def validation_split(lat, lon, seed: int, share: float) -> np.ndarray:
+    """Which training photos validate (whole cells, about ``share`` of them)."""
+    from hierloc.train.own_photos import split_by_cells
+
+    is_val, _ = split_by_cells(lat, lon, seed=seed, share=share)
+    return is_val
+
+
+# ---------------------------------------------------------------------------------------
+# the data of one fit
+# ---------------------------------------------------------------------------------------
+@dataclass
+class Photos:
+    """Photos of one side of a split: features (N, F), GPS (N,) x2, true place per level
+    as rows of the global offline hierarchy (N, 4), location cell (N,)."""
+    feats: torch.Tensor
+    lat: np.ndarray
+    lon: np.ndarray
+    rows: np.ndarray
+    cell: np.ndarray
+
+    def __len__(self) -> int:
+        return len(self.lat)
+
+    def take(self, mask) -> "Photos":
+        m = np.asarray(mask)
+        return Photos(self.feats[torch.as_tensor(m)], self.lat[m], self.lon[m], self.rows[m], self.cell[m])
+
+    def keys(self, geo) -> dict[str, np.ndarray]:
+        return {lv: geo.key[self.rows[:, i]].astype(str) for i, lv in enumerate(LEVELS)}
+
+
+def photos_of(geo, feats, lat, lon, city_rows, cell=None) -> Photos:
+    """Photos from the global hierarchy's city rows of their truth."""
+    city_rows = np.asarray(city_rows)
+    rows = np.stack([geo.ancestor_at(city_rows, lv) for lv in range(NUM_LEVELS)], 1)
+    lat, lon = np.asarray(lat, dtype=np.float64), np.asarray(lon, dtype=np.float64)
+    if cell is None:
+        cell, _ = cells(lat, lon)
+    return Photos(torch.as_tensor(feats, dtype=torch.float32), lat, lon, rows, np.asarray(cell, dtype=np.int64))
+
+
+def local_targets(table, geo, photos: Photos) -> torch.Tensor:
+    """(N, 4) each photo's place per level as a local index of ``table`` (a subset of geo)."""
+    out = np.zeros((len(photos), NUM_LEVELS), dtype=np.int64)
+    for lv in range(NUM_LEVELS):
+        start = table.level_slice(lv).start
+        out[:, lv] = [table.index(k) - start for k in geo.key[photos.rows[:, lv]]]
+    return torch.from_numpy(out)
+
+
+# ---------------------------------------------------------------------------------------
+# the model
+# ---------------------------------------------------------------------------------------
+def build(table, geo, support: Photos, cfg: OwnConfig, backbone: str):
+    """A HierLoc whose support points are ``support``'s photos (see the module docstring)."""
+    from hierloc.model.config import ModelConfig
+    from hierloc.model.hierloc import HierLoc, level_latlon
+    from hierloc.model.support import support_hash
+
+    tg = local_targets(table, geo, support)
+    S = len(support)
+    latlon = torch.as_tensor(np.stack([support.lat, support.lon], 1), dtype=torch.float64)
+    sup = {"unit": torch.nn.functional.normalize(support.feats.float(), dim=-1),
+           "ancestors": [tg[:, lv] for lv in range(NUM_LEVELS)], "latlon": latlon,
+           "kind": torch.zeros(S, dtype=torch.long), "group": torch.as_tensor(support.cell),
+           "hash": support_hash(latlon.numpy(), tg[:, 3].numpy())}
+    mcfg = ModelConfig(
+        feat_dim=support.feats.shape[1], num_places=tuple(table.counts().values()), embed_dim=cfg.embed_dim,
+        hidden_dim=cfg.hidden_dim, dropout=0.0, attention=False, photo_head="support", support_points=S,
+        support_topk=min(S, cfg.max_support_topk), support_temperature=cfg.support_temperature,
+        tau_init=cfg.tau, lambda_init=0.0, kernel="none", backbone=backbone, seed=cfg.seed,
+        extra={"support_source": "photos", "level_score": "distance+memory", "search_score": "tree",
+               "recipe": {"name": "own-photos", **asdict(cfg)}})
+    return HierLoc(mcfg, [torch.from_numpy(a) for a in level_latlon(table)], support=sup)
+
+
+def tree_log_likelihood(model, tree, feats, targets, exclude=None, temperatures=None) -> torch.Tensor:
+    """(B, 4) log probability of each photo's true place per level (the tree distribution)."""
+    from hierloc.eval.evaluate import level_scores
+    from hierloc.infer.confidence import UNCALIBRATED, tree_log_marginals
+
+    z, att = model.located(feats, exclude=exclude)
+    points = model.place_points(model.encode_places()) if model.training else model.place_points()
+    marg = tree_log_marginals(level_scores(model, z, points, att), tree.parents, temperatures or UNCALIBRATED)
+    return torch.stack([marg[lv].gather(1, targets[:, lv:lv + 1]).squeeze(1) for lv in range(NUM_LEVELS)], 1)
+
+
+def _epochs(model, tree, train: Photos, targets, cfg: OwnConfig, epochs: int, on_epoch=None):
+    from hierloc.train.optim import HybridOptimizer
+
+    opt = HybridOptimizer(model, lr=cfg.lr, weight_decay=cfg.weight_decay, manifold_lr=cfg.lr)
+    gen = torch.Generator().manual_seed(cfg.seed)
+    cell = torch.as_tensor(train.cell)
+    n = len(train)
+    for epoch in range(epochs):
+        model.train()
+        for idx in torch.randperm(n, generator=gen).split(cfg.batch_size):
+            opt.zero_grad()
+            ll = tree_log_likelihood(model, tree, train.feats[idx], targets[idx], exclude=cell[idx])
+            loss = -ll.sum(1).mean()
+            if not torch.isfinite(loss):
+                continue
+            loss.backward()
+            opt.clip_and_step(5.0)
+            model.clamp_anchors(6.0)
+        if on_epoch is not None:
+            on_epoch(epoch + 1)
+
+
+def fit(table, geo, train: Photos, cfg: OwnConfig, backbone: str, refit: bool = True):
+    """Train on ``train`` (see the module docstring) -> (model in eval mode, report)."""
+    from hierloc.infer.beam import Hierarchy
+
+    torch.manual_seed(cfg.seed)
+    tree = Hierarchy.from_table(table)
+    is_val = validation_split(train.lat, train.lon, cfg.seed, cfg.val_share)
+    fit_part, val = train.take(~is_val), train.take(is_val)
+    report = {"photos": {"fit": len(fit_part), "validation": len(val)}}
+    # 1. the epoch, on the validation photos (not among the support points here)
+    model = build(table, geo, fit_part, cfg, backbone)
+    t_fit, t_val = local_targets(table, geo, fit_part), local_targets(table, geo, val)
+    curve, best = [], {"epoch": 0, "loss": math.inf, "state": copy.deepcopy(model.state_dict())}
+
+    def check(epoch):
+        model.eval()
+        with torch.no_grad():
+            loss = float(-tree_log_likelihood(model, tree, val.feats, t_val).sum(1).mean())
+        curve.append(round(loss, 4))
+        if loss < best["loss"]:
+            best.update(epoch=epoch, loss=loss, state=copy.deepcopy(model.state_dict()))
+
+    check(0)
+    _epochs(model, tree, fit_part, t_fit, cfg, cfg.epochs, check)
+    model.load_state_dict(best["state"])
+    model.eval()
+    temps = fit_calibration(model, table, geo, tree, val)
+    report.update(epoch=best["epoch"], validation_loss=round(best["loss"], 4), validation_curve=curve,
+                  calibration=temps)
+    # 2. refit on every training photo for that many epochs
+    if refit:
+        model = build(table, geo, train, cfg, backbone)
+        if best["epoch"]:
+            _epochs(model, tree, train, local_targets(table, geo, train), cfg, best["epoch"])
+    model.config.extra["calibration"] = temps
+    model.config.extra["recipe"]["chosen_epoch"] = best["epoch"]
+    model._cache = None
+    return model.eval(), report
+
+
+@torch.no_grad()
+def fit_calibration(model, table, geo, tree, val: Photos) -> dict:
+    """The confidence temperatures fitted on the validation photos, and their check there."""
+    from hierloc.eval.evaluate import level_scores, search_features
+    from hierloc.infer.confidence import answer_confidence, answer_siblings, fit_temperatures, summary
+
+    model.eval()
+    points = model.place_points()
+    res = search_features(model, val.feats, tree, beam=1, points=points)
+    z, att = model.located(val.feats)
+    chunks = [answer_siblings(level_scores(model, z, points, att), tree, res.best)]
+    truth = val.keys(geo)
+    pred = _keys(table, res.best.numpy())
+    hits = np.stack([pred[lv] == truth[lv] for lv in LEVELS], 1)
+    temps = fit_temperatures(chunks, hits)
+    return {"temperatures": list(temps), "fitted_on": f"{len(val)} validation photos of the training photos",
+            "validation": summary(answer_confidence(chunks, temps), hits)}
+
+
+def _keys(table, best: np.ndarray) -> dict[str, np.ndarray]:
+    from hierloc.eval.evaluate import keys_of_paths
+
+    return keys_of_paths(table, best)
+
+
+@torch.no_grad()
+def predict(model, table, photos: Photos) -> dict:
+    """{"keys": {level: (N,)}, "lat", "lon"} of the model's answers."""
+    from hierloc.eval.evaluate import answer_gps, predict_features
+
+    best, results = predict_features(model, table, photos.feats)
+    lat, lon = answer_gps(table, best, results)
+    return {"keys": _keys(table, best), "lat": np.asarray(lat, dtype=float), "lon": np.asarray(lon, dtype=float)}
+
+
+# ---------------------------------------------------------------------------------------
+# baselines on the same features
+# ---------------------------------------------------------------------------------------
+KNN_K = (1, 3, 5, 10, 20, 50, 100)
+KNN_T = (0.01, 0.03, 0.1, 1.0)
+LINEAR_DECAY = (1e-4, 1e-3, 1e-2, 1e-1)
+
+
+def selection_score(pred: dict, photos: Photos, geo) -> float:
+    """What a baseline's setting is picked by on validation photos: country and region
+    accuracy plus GeoScore / 5000."""
+    from hierloc.eval.metrics import geoscore
+    from hierloc.geo.distance import haversine_km
+
+    truth = photos.keys(geo)
+    acc = sum(float(np.mean(pred["keys"][lv] == truth[lv])) for lv in LEVELS[:2])
+    return acc + float(np.mean(geoscore(haversine_km(pred["lat"], pred["lon"], photos.lat, photos.lon)))) / 5000
+
+
+def knn_predict(geo, train: Photos, test: Photos, k: int, t: float) -> dict:
+    """A vote of the k nearest training photos (cosine), each weighing exp(cos / t): the
+    place of most weight at each level among the neighbours inside the place chosen above;
+    GPS: the heaviest neighbour inside the chosen city."""
+    a = torch.nn.functional.normalize(test.feats.float(), dim=-1)
+    b = torch.nn.functional.normalize(train.feats.float(), dim=-1)
+    cos, idx = (a @ b.T).topk(min(k, len(train)), dim=1)
+    w = torch.exp((cos - cos[:, :1]) / t).numpy()
+    idx = idx.numpy()
+    keys = {lv: np.empty(len(test), dtype=object) for lv in LEVELS}
+    lat, lon = np.zeros(len(test)), np.zeros(len(test))
+    for i in range(len(test)):
+        inside = np.ones(idx.shape[1], dtype=bool)
+        for lv in range(NUM_LEVELS):
+            r = train.rows[idx[i], lv]
+            votes: dict = {}
+            for rr, ww in zip(r[inside], w[i][inside]):
+                votes[rr] = votes.get(rr, 0.0) + ww
+            top = max(votes, key=votes.get)
+            keys[LEVELS[lv]][i] = geo.key[top]
+            inside &= r == top
+        j = idx[i][inside][np.argmax(w[i][inside])]
+        lat[i], lon[i] = train.lat[j], train.lon[j]
+    return {"keys": {lv: v.astype(str) for lv, v in keys.items()}, "lat": lat, "lon": lon}
+
+
+def _standardise(train_feats: torch.Tensor):
+    mu = train_feats.mean(0)
+    sd = train_feats.std(0).clamp_min(1e-6)
+    return lambda f: (f.float() - mu) / sd
+
+
+def linear_fit(train: Photos, decay: float, iters: int = 60):
+    """Per level, multinomial logistic regression over the level's training places (L-BFGS,
+    L2 weight decay on the weights, not the bias: the bias is the prior)."""
+    norm = _standardise(train.feats)
+    x = norm(train.feats)
+    models = []
+    for lv in range(NUM_LEVELS):
+        classes, y = np.unique(train.rows[:, lv], return_inverse=True)
+        y = torch.as_tensor(y)
+        W = torch.zeros(x.shape[1], len(classes), requires_grad=True)
+        counts = torch.bincount(y, minlength=len(classes)).float()
+        bias = torch.log(counts / counts.sum()).clone().requires_grad_(True)
+        opt = torch.optim.LBFGS([W, bias], max_iter=iters, line_search_fn="strong_wolfe")
+
+        def closure():
+            opt.zero_grad()
+            loss = torch.nn.functional.cross_entropy(x @ W + bias, y) + decay * (W * W).sum()
+            loss.backward()
+            return loss
+
+        if len(classes) > 1:
+            opt.step(closure)
+        models.append((classes, W.detach(), bias.detach()))
+    return norm, models
+
+
+def linear_predict(geo, fitted, test: Photos) -> dict:
+    """Each level's most probable place (levels independent); GPS: its city's point."""
+    norm, models = fitted
+    x = norm(test.feats)
+    keys, city_rows = {}, None
+    for lv, (classes, W, b) in enumerate(models):
+        rows = classes[(x @ W + b).argmax(1).numpy()]
+        keys[LEVELS[lv]] = geo.key[rows].astype(str)
+        city_rows = rows
+    return {"keys": keys, "lat": geo.lat_deg[city_rows].astype(float), "lon": geo.lon_deg[city_rows].astype(float)}
+
+
+def most_common_predict(geo, train: Photos, n: int) -> dict:
+    """The most common training place of each level; GPS: the city reached by going down
+    the most common places (so that the GPS lies in the place it names)."""
+    keys = {}
+    for lv in range(NUM_LEVELS):
+        vals, counts = np.unique(train.rows[:, lv], return_counts=True)
+        keys[LEVELS[lv]] = np.full(n, geo.key[vals[np.argmax(counts)]], dtype=object).astype(str)
+    inside = np.ones(len(train), dtype=bool)
+    for lv in range(NUM_LEVELS):
+        vals, counts = np.unique(train.rows[inside, lv], return_counts=True)
+        top = vals[np.argmax(counts)]
+        inside &= train.rows[:, lv] == top
+    return {"keys": keys, "lat": np.full(n, geo.lat_deg[top], dtype=float),
+            "lon": np.full(n, geo.lon_deg[top], dtype=float)}
+
+
+def baselines(geo, train: Photos, test: Photos, seed: int = 0, val_share: float = 0.2) -> tuple[dict, dict]:
+    """The simple methods on ``test``, their settings picked on a validation split of
+    ``train`` (the same split HierLoc picks its epoch on) -> (predictions, settings)."""
+    is_val = validation_split(train.lat, train.lon, seed, val_share)
+    fit_part, val = train.take(~is_val), train.take(is_val)
+    k, t = max(((k, t) for k in KNN_K for t in KNN_T),
+               key=lambda kt: selection_score(knn_predict(geo, fit_part, val, *kt), val, geo))
+    decay = max(LINEAR_DECAY, key=lambda d: selection_score(linear_predict(geo, linear_fit(fit_part, d), val),
+                                                            val, geo))
+    preds = {"knn": knn_predict(geo, train, test, k, t),
+             "linear": linear_predict(geo, linear_fit(train, decay), test),
+             "most_common": most_common_predict(geo, train, len(test))}
+    return preds, {"knn": {"k": k, "t": t}, "linear": {"weight_decay": decay}}

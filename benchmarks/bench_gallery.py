@@ -19,19 +19,6 @@ from pathlib import Path
 import numpy as np
 
 
-def region_points(table, region_key: str, n: int, seed: int):
-    from hierloc.data.synthetic import jitter
-
-    row = table.index(region_key)
-    city = table.level_slice("city")
-    rows = np.arange(city.start, city.stop)
-    inside = rows[table.ancestor_at(rows, 1) == row]
-    pop = np.nan_to_num(table.population[inside], nan=1000.0).clip(min=1000.0)
-    rng = np.random.default_rng(seed)
-    pick = rng.choice(inside, size=n, p=pop / pop.sum())
-    return jitter(table.lat_deg[pick], table.lon_deg[pick], 3.0, rng)
-
-
 def main(argv=None) -> int:
     from hierloc.eval import geoclip_bench as gb
     from hierloc.infer.zeroshot import custom_gallery
@@ -46,12 +33,12 @@ def main(argv=None) -> int:
     space = gb.Space()
     out = {"benchmark": "GeoCLIP-space proxy; not accuracy on real photos", "noise": args.noise, "regions": {}}
     for region in args.region or ["Utah_US", "Bavaria_DE"]:
-        glat, glon = region_points(space.table, region, args.locations, seed=1)
+        glat, glon = gb.region_locations(space.table, region, args.locations, seed=1)
         with tempfile.TemporaryDirectory() as tmp:
             csv = Path(tmp) / f"{region}.csv"
             csv.write_text("latitude,longitude\n" + "\n".join(f"{a:.6f},{b:.6f}" for a, b in zip(glat, glon)))
             extra = custom_gallery(csv)
-        lat, lon = region_points(space.table, region, args.photos, seed=2)
+        lat, lon = gb.region_locations(space.table, region, args.photos, seed=2)
         truth = space.truth(lat, lon)
         u = gb.photo_features(space.encoder, lat, lon, gb.CALIBRATED.at(args.noise), seed=3)
         decoders = {"GeoCLIP gallery retrieval": gb.decode_gallery, "flat nearest city": gb.decode_flat_city,

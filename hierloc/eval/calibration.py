@@ -32,8 +32,8 @@ def model_scorer(model, tree):
 
     def score(u):
         res = search_features(model, u, tree, beam=10, points=points)
-        z, _ = model.located(u)
-        return res.best, level_scores(model, z, points)
+        z, attention = model.located(u)
+        return res.best, level_scores(model, z, points, attention, u)
 
     return score
 

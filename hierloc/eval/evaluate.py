@@ -25,16 +25,24 @@ def confidence_temperatures(model) -> tuple:
     return check_temperatures(cal.get("temperatures", UNCALIBRATED))
 
 
-def level_scores(model, z: torch.Tensor, points: list[torch.Tensor], attention=None) -> list[torch.Tensor]:
+def level_scores(model, z: torch.Tensor, points: list[torch.Tensor], attention=None,
+                 feats: torch.Tensor | None = None) -> list[torch.Tensor]:
     """Every place's score at every level, -d^2 / tau: (B, p) -> per level (B, N_l); for a
     model that scores with its memory (HierLoc.scores_memory), plus the log of the support
-    attention's mass on the place (``attention`` from HierLoc.located)."""
+    attention's mass on the place (``attention`` from HierLoc.located); for one that
+    remembers your photos, plus each level's weight times the log of their mass (``feats``,
+    the photos' features)."""
     tau = model.criterion.tau.detach()
     scores = [-model.geometry.sq_dist_matrix(z, p) / tau for p in points]
     if getattr(model, "scores_memory", False):
         if attention is None:
             raise ValueError("this model's scores need the support attention its photos were located with")
         scores = [s + m for s, m in zip(scores, model.support_log_mass(attention))]
+    if getattr(model, "remembers_your_photos", False):
+        if feats is None:
+            raise ValueError("this model's scores need the photos' features (its memory of your photos)")
+        weights = model.config.extra["your_photos"]["weights"]
+        scores = [s + w * m if w else s for s, w, m in zip(scores, weights, model.your_log_mass(feats))]
     return scores
 
 
@@ -76,8 +84,8 @@ def search_features(model, feats: torch.Tensor, tree: Hierarchy, beam: int = 10,
     points = points if points is not None else model.place_points()
     tau, score = model.criterion.tau.detach(), search_score(model)
     z, attention = model.located(feats)
-    if getattr(model, "scores_memory", False):
-        return _search_tree(model, z, attention, points, tree, beam)
+    if getattr(model, "answers_from_tree", False):
+        return _search_tree(model, z, attention, points, tree, beam, feats)
     if search == "beam":
         res = beam_search(model.geometry, z, points, tree, beam=beam, tau=tau, score=score)
     else:
@@ -85,7 +93,8 @@ def search_features(model, feats: torch.Tensor, tree: Hierarchy, beam: int = 10,
     if attention is not None:
         res.gps = model.attended_gps(attention, res.paths[:, :, 3])
     if levels:
-        marginals = tree_log_marginals(level_scores(model, z, points), tree.parents, confidence_temperatures(model))
+        marginals = tree_log_marginals(level_scores(model, z, points, attention, feats), tree.parents,
+                                       confidence_temperatures(model))
         shown = read_marginals(marginals, res.paths)
         res.confidence, res.probability, res.levels, res.cities = (shown[k] for k in
                                                                    ("confidence", "probability", "levels", "cities"))
@@ -93,12 +102,12 @@ def search_features(model, feats: torch.Tensor, tree: Hierarchy, beam: int = 10,
     return res
 
 
-def _search_tree(model, z, attention, points, tree: Hierarchy, k: int):
+def _search_tree(model, z, attention, points, tree: Hierarchy, k: int, feats=None):
     """A model that scores with its memory answers from its distribution over the tree
     (tree_answer); SearchResult as beam_search gives it, with what the app shows."""
     from hierloc.infer.beam import SearchResult
 
-    marginals = tree_log_marginals(level_scores(model, z, points, attention), tree.parents,
+    marginals = tree_log_marginals(level_scores(model, z, points, attention, feats), tree.parents,
                                    confidence_temperatures(model))
     paths = tree_answer(marginals, tree, k)
     shown = read_marginals(marginals, paths)

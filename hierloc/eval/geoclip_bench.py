@@ -98,6 +98,21 @@ class Space:
         return self._posterior
 
 
+def region_locations(table, region_key: str, n: int, seed: int, jitter_km: float = 3.0):
+    """n locations inside one region (a region key of ``table``): its cities drawn by
+    population (unknown or under 1,000 counts as 1,000), moved ``jitter_km`` -> lat, lon (n,)."""
+    from hierloc.data.synthetic import jitter
+
+    row = table.index(region_key)
+    city = table.level_slice("city")
+    rows = np.arange(city.start, city.stop)
+    inside = rows[table.ancestor_at(rows, 1) == row]
+    pop = np.nan_to_num(table.population[inside], nan=1000.0).clip(min=1000.0)
+    rng = np.random.default_rng(seed)
+    pick = rng.choice(inside, size=n, p=pop / pop.sum())
+    return jitter(table.lat_deg[pick], table.lon_deg[pick], jitter_km, rng)
+
+
 def _argmax_cos(u: torch.Tensor, keys: torch.Tensor, chunk: int = 512) -> np.ndarray:
     keys = torch.nn.functional.normalize(keys.float(), dim=-1)
     return torch.cat([(u[i:i + chunk] @ keys.T).argmax(1) for i in range(0, len(u), chunk)]).numpy()

@@ -10,6 +10,8 @@ A checkpoint is a folder (or a Hugging Face model repo with the same files):
                                 features), present when the model uses them
     support.safetensors         the training photos a model trained on your own photos
                                 attends over (their features, places and GPS)
+    your_photos.safetensors     the photos a shipped model was sharpened with (their
+                                location features, places and GPS)
 
 A tensor file over MAX_FILE_BYTES is written as shards, following the Hugging Face
 convention (model-00001-of-00003.safetensors ... plus model.safetensors.index.json, whose
@@ -44,7 +46,8 @@ FORMAT = "hierloc-checkpoint"
 FORMAT_VERSION = 1
 CHECKPOINT_FILES = ["config.json", "model*.safetensors", "model.safetensors.index.json", "places.parquet",
                     "place_features*.safetensors", "place_features.safetensors.index.json",
-                    "support*.safetensors", "support.safetensors.index.json"]
+                    "support*.safetensors", "support.safetensors.index.json",
+                    "your_photos*.safetensors", "your_photos.safetensors.index.json"]
 MAX_FILE_BYTES = 9 * 2 ** 20
 """Largest tensor file written whole (under a Space's 10 MB per file, headers included)."""
 ROWS = "@rows="
@@ -173,6 +176,11 @@ def save_checkpoint(model: HierLoc, places: PlaceTable, folder: str | Path, extr
         tensors = {"unit": sup["unit"].half(), "latlon": sup["latlon"].double(), "kind": sup["kind"],
                    **{f"ancestor_{lv}": a for lv, a in enumerate(sup["ancestors"])}}
         save_tensors({k: v.contiguous() for k, v in tensors.items()}, tmp, "support", max_bytes)
+    if model.remembers_your_photos:  # the photos a shipped model was sharpened with
+        mem = model.your_memory
+        save_tensors({"unit": mem["unit"].half().contiguous(), "latlon": mem["latlon"].double().contiguous(),
+                      **{f"ancestor_{lv}": a.contiguous() for lv, a in enumerate(mem["ancestors"])}},
+                     tmp, "your_photos", max_bytes)
     places.save(tmp / "places.parquet")
     if folder.exists():
         old = folder.with_name(folder.name + f".old-{os.getpid()}")
@@ -295,4 +303,14 @@ def load_checkpoint(source: str | Path, places: PlaceTable | None = None, device
     with torch.no_grad():
         for n, p in expected.items():
             p.copy_(state[n])
+    if "your_photos" in config.extra:
+        if not has_tensors(folder, "your_photos"):
+            raise CheckpointError(f"{folder} lacks your_photos.safetensors, the photos its config says it remembers")
+        raw = load_tensors(folder, "your_photos")
+        try:
+            model.attach_your_photos({"unit": raw["unit"].float(), "latlon": raw["latlon"],
+                                      "ancestors": [raw[f"ancestor_{lv}"] for lv in range(4)]},
+                                     config.extra["your_photos"])
+        except (KeyError, ValueError) as exc:
+            raise CheckpointError(f"{folder}/your_photos.safetensors does not match its places: {exc}") from None
     return model.to(device).eval(), table, meta

@@ -224,6 +224,42 @@ class HierLoc(nn.Module):
         return out
 
     @property
+    def answers_from_tree(self) -> bool:
+        """Whether the answer is read from the tree distribution (eval.evaluate.tree_answer)
+        instead of the beam search's best path."""
+        return self.scores_memory or self.remembers_your_photos or self.config.extra.get("answer") == "tree"
+
+    @property
+    def remembers_your_photos(self) -> bool:
+        return "your_photos" in self.config.extra
+
+    def attach_your_photos(self, memory: dict, params: dict) -> None:
+        """A memory of your photos beside the model (train.own_model.with_your_photos):
+        memory {"unit" (M, F) keys, "ancestors" [4 x (M,)] local place ids, "latlon" (M, 2)};
+        params {"count", "temperature", "weights" (4,), "floor"}, kept in config.extra."""
+        from dataclasses import replace
+
+        anc = [torch.as_tensor(a, dtype=torch.long) for a in memory["ancestors"]]
+        for lv, a in enumerate(anc):
+            if len(a) and (int(a.min()) < 0 or int(a.max()) >= self.config.num_places[lv]):
+                raise ValueError(f"your photos name places outside level {lv}")
+        self.your_memory = {"unit": nn.functional.normalize(torch.as_tensor(memory["unit"]).float(), dim=-1),
+                            "ancestors": anc, "latlon": torch.as_tensor(memory["latlon"], dtype=torch.float64)}
+        self.config = replace(self.config, extra={**self.config.extra, "your_photos": dict(params)})
+
+    def your_log_mass(self, feats: torch.Tensor) -> list[torch.Tensor]:
+        """Per level (B, N_l): the log of your photos' mass on each place (a softmax over
+        them of T cos with the photo's feature), plus the floor."""
+        p, mem = self.config.extra["your_photos"], self.your_memory
+        u = nn.functional.normalize(feats.float(), dim=-1)
+        a = torch.softmax(float(p["temperature"]) * (u @ mem["unit"].to(u.device).T), dim=1)  # (B, M)
+        out = []
+        for lv in range(NUM_LEVELS):
+            m = torch.zeros(u.shape[0], self.config.num_places[lv], dtype=a.dtype, device=u.device)
+            out.append((m.index_add_(1, mem["ancestors"][lv].to(u.device), a) + float(p["floor"])).log())
+        return out
+
+    @property
     def scores_memory(self) -> bool:
         """Whether a place's score adds the log of the support attention's mass on it to
         -d^2 / tau (the own-photos recipe, train.own_model), and the answer is read from

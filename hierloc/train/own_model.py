@@ -108,11 +108,13 @@ def cell_folds(lat, lon, k: int, seed: int = 0) -> tuple[np.ndarray, dict]:
                   "photos_per_fold": fill.tolist()}
 
 
-def validation_split(lat, lon, seed: int, share: float) -> np.ndarray:
-    """Which training photos validate (whole cells, about ``share`` of them)."""
+def validation_split(lat, lon, seed: int, share: float, cell_deg: float | None = None) -> np.ndarray:
+    """Which training photos validate (whole cells, about ``share`` of them; cells of
+    ``cell_deg`` degrees, else as own_photos.split_by_cells chooses them)."""
     from hierloc.train.own_photos import split_by_cells
 
-    is_val, _ = split_by_cells(lat, lon, seed=seed, share=share)
+    is_val, _ = split_by_cells(lat, lon, seed=seed, share=share,
+                               sizes=(cell_deg,) if cell_deg else None)
     return is_val
 
 
@@ -268,7 +270,7 @@ def fit_calibration(model, table, geo, tree, val: Photos) -> dict:
     points = model.place_points()
     res = search_features(model, val.feats, tree, beam=1, points=points)
     z, att = model.located(val.feats)
-    chunks = [answer_siblings(level_scores(model, z, points, att), tree, res.best)]
+    chunks = [answer_siblings(level_scores(model, z, points, att, val.feats), tree, res.best)]
     truth = val.keys(geo)
     pred = _keys(table, res.best.numpy())
     hits = np.stack([pred[lv] == truth[lv] for lv in LEVELS], 1)
@@ -411,3 +413,148 @@ def baselines(geo, train: Photos, test: Photos, seed: int = 0, val_share: float 
              "linear": linear_predict(geo, linear_fit(train, decay), test),
              "most_common": most_common_predict(geo, train, len(test))}
     return preds, {"knn": {"k": k, "t": t}, "linear": {"weight_decay": decay}}
+
+
+# ---------------------------------------------------------------------------------------
+# the shipped GeoCLIP-space model, sharpened on your region
+# ---------------------------------------------------------------------------------------
+YOUR_WEIGHTS = (0.0, 0.25, 0.5, 1.0, 2.0, 4.0)
+"""Weights tried, level by level, for the memory of your photos beside the model's scores."""
+YOUR_FLOOR = 1e-4
+"""The memory's mass floor: a place with none of your photos is not ruled out, only less likely."""
+SHARPEN_CELL_DEG = 0.25
+"""Cells (about 25 km) of the validation split that picks the weights: new photos of a region
+you photographed fall near, not on, the ones you trained with."""
+
+
+def your_memory(table, lat, lon) -> dict:
+    """Your photos as a memory: their GPS's GeoCLIP location features (unit, as zero-shot's
+    gallery points) and the places they are filed under (the benchmark's reverse geocoding)."""
+    from hierloc.infer.zeroshot import _file_under_cities, location_unit_cached
+
+    latlon = np.stack([np.asarray(lat, dtype=np.float64), np.asarray(lon, dtype=np.float64)], 1)
+    city = torch.as_tensor(_file_under_cities(table, latlon))
+    anc = [torch.as_tensor(table.ancestor_at(city.numpy(), lv) - table.level_slice(lv).start) for lv in range(4)]
+    return {"unit": location_unit_cached(latlon), "ancestors": anc, "latlon": torch.as_tensor(latlon)}
+
+
+def with_your_photos(base, table, memory: dict, weights, floor: float = YOUR_FLOOR):
+    """A copy of the shipped GeoCLIP-space model that also remembers your photos: each level's
+    score of a place gains weights[l] times the log of your photos' mass on it (a softmax
+    over them of zero-shot's T cos, plus ``floor``), and the answer is read from the tree
+    distribution (HierLoc.attach_your_photos). weights (0, 0, 0, 0) leave the scores as
+    they were."""
+    from hierloc.infer.zeroshot import POSTERIOR_TEMPERATURE
+
+    c = base.config
+    if c.photo_head != "support" or c.feat_dim != 512:
+        raise ValueError("only a GeoCLIP-space support-head checkpoint (checkpoints/hierloc-geoclip) can take "
+                         "your photos")
+    model = copy.copy(base)  # shares the base's tensors: the memory and config are the copy's own
+    model.attach_your_photos(memory, {"count": int(len(memory["unit"])), "temperature": POSTERIOR_TEMPERATURE,
+                                      "weights": [float(w) for w in weights], "floor": float(floor)})
+    return model.eval()
+
+
+WORLD_GUARD_PHOTOS = 250
+"""GeoCLIP-space pseudo-photos of each kind (cities, gallery; the recipe's validation seeds,
+never the benchmark's) on which a sharpened model must not lose the world."""
+WORLD_TOLERANCE = 0.005
+"""How far (as a share) a sharpened model's world accuracy may fall at any level."""
+YOUR_FLOORS = (1e-3, 1e-2, 3e-2, 0.1, 0.3)
+
+
+class _Parts:
+    """What the weights' search reads, computed once for a set of photos: the base model's
+    level scores and your photos' (unfloored) mass per level."""
+
+    def __init__(self, base, table, memory, feats, truth):
+        from hierloc.eval.evaluate import level_scores
+        from hierloc.infer.zeroshot import POSTERIOR_TEMPERATURE
+
+        with torch.no_grad():
+            z, att = base.located(feats)
+            self.scores = [s.float() for s in level_scores(base, z, base.place_points(), att, feats)]
+            probe = copy.copy(base)
+            probe.attach_your_photos(memory, {"count": len(memory["unit"]), "temperature": POSTERIOR_TEMPERATURE,
+                                              "weights": [1.0] * NUM_LEVELS, "floor": 0.0})
+            self.mass = [m.exp().float() for m in probe.your_log_mass(feats)]
+        self.truth = truth
+
+    def right(self, tree, table, weights, floor) -> np.ndarray:
+        """(4,) share right per level with these weights and floor. The answer down the
+        tree (eval.evaluate.tree_answer) is, at each level, the child of the place above
+        with the largest score: temperatures and normalisers do not move it, so only the
+        children's scores are read."""
+        from hierloc.infer.beam import _children_of_kept
+
+        B = self.scores[0].shape[0]
+        rows = torch.arange(B)
+        s0 = self.scores[0] + (weights[0] * (self.mass[0] + floor).log() if weights[0] else 0.0)
+        ans = [s0.argmax(1)]
+        for lv in range(1, NUM_LEVELS):
+            kids, _ = _children_of_kept(tree, lv, ans[-1][:, None])  # (B, W)
+            safe = kids.clamp_min(0)
+            x = self.scores[lv].gather(1, safe)
+            if weights[lv]:
+                x = x + weights[lv] * (self.mass[lv].gather(1, safe) + floor).log()
+            x = x.masked_fill(kids < 0, -torch.inf)
+            ans.append(kids[rows, x.argmax(1)])
+        got = _keys(table, torch.stack(ans, 1).numpy())
+        return np.array([float(np.mean(got[lv] == self.truth[lv])) for lv in LEVELS])
+
+
+def world_guard(table, n: int = WORLD_GUARD_PHOTOS):
+    """GeoCLIP-space pseudo-photos over the whole world (features, true keys)."""
+    from hierloc.eval.calibration import photo_sets, validation_seeds
+
+    sets = photo_sets(table, n, validation_seeds())
+    feats = torch.cat([u for u, _ in sets.values()])
+    keys = {lv: np.concatenate([k[lv] for _, k in sets.values()]) for lv in LEVELS}
+    return feats, keys
+
+
+def sharpen(base, table, geo, train: Photos, seed: int = 0, val_share: float = 0.2, world=None):
+    """The shipped model sharpened on ``train``'s photos (with_your_photos). The floor and
+    the weights are picked on a validation split of your photos (whole cells of
+    SHARPEN_CELL_DEG): per floor, level by level from the country down, the weight whose
+    answers there are most often right with the levels above fixed, among those that keep
+    every level's accuracy on world pseudo-photos (world_guard) within WORLD_TOLERANCE of
+    the unchanged model's; then the floor whose choice is right most often over the levels.
+    Confidences refitted on the validation photos; then the memory holds every photo
+    -> (model, report)."""
+    from hierloc.infer.beam import Hierarchy
+
+    is_val = validation_split(train.lat, train.lon, seed, val_share, SHARPEN_CELL_DEG)
+    fit_part, val = train.take(~is_val), train.take(is_val)
+    tree = Hierarchy.from_table(table)
+    memory = your_memory(table, fit_part.lat, fit_part.lon)
+    w_feats, w_truth = world if world is not None else world_guard(table)
+    yours, globe = _Parts(base, table, memory, val.feats, val.keys(geo)), _Parts(base, table, memory, w_feats, w_truth)
+    zero = [0.0] * NUM_LEVELS
+    world0 = globe.right(tree, table, zero, 1.0)
+    best = {"floor": None, "weights": zero, "right": yours.right(tree, table, zero, 1.0)}
+    tried = {}
+    for floor in YOUR_FLOORS:
+        weights = list(zero)
+        for lv in range(NUM_LEVELS):
+            options = {}
+            for w in YOUR_WEIGHTS:
+                trial = weights[:lv] + [w] + zero[lv + 1:]
+                if w and np.any(globe.right(tree, table, trial, floor) < world0 - WORLD_TOLERANCE):
+                    continue  # it would lose the world
+                options[w] = yours.right(tree, table, trial, floor)[lv]
+            weights[lv] = max(options, key=options.get)  # ties: the smaller weight
+        right = yours.right(tree, table, weights, floor)
+        tried[str(floor)] = {"weights": weights, "right": [round(float(x), 4) for x in right],
+                             "world_right": [round(float(x), 4) for x in globe.right(tree, table, weights, floor)]}
+        if right.sum() > best["right"].sum() + 1e-9:
+            best = {"floor": floor, "weights": weights, "right": right}
+    floor = best["floor"] if best["floor"] is not None else YOUR_FLOORS[-1]
+    model = with_your_photos(base, table, memory, best["weights"], floor)
+    temps = fit_calibration(model, table, geo, tree, val)
+    model = with_your_photos(base, table, your_memory(table, train.lat, train.lon), best["weights"], floor)
+    model.config.extra["calibration"] = temps
+    return model, {"weights": best["weights"], "floor": floor, "tried": tried,
+                   "world_right_unchanged": [round(float(x), 4) for x in world0], "calibration": temps,
+                   "photos": {"fit": len(fit_part), "validation": len(val), "world_guard": int(len(w_feats))}}

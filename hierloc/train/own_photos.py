@@ -159,14 +159,14 @@ def truth_rows(lat, lon) -> np.ndarray:
     return benchmark_geocoder().lookup(np.asarray(lat), np.asarray(lon))
 
 
-def split_by_cells(lat, lon, seed: int = 0, share: float = TEST_SHARE) -> tuple[np.ndarray, dict]:
-    """Test split by location: whole cells (the largest size in CELL_SIZES_DEG that gives
-    at least 5 cells) to the test side, in an order fixed by the seed, until about
-    ``share`` of the photos. Returns (is_test (N,), what was done)."""
+def split_by_cells(lat, lon, seed: int = 0, share: float = TEST_SHARE, sizes=None) -> tuple[np.ndarray, dict]:
+    """Test split by location: whole cells (the largest size in ``sizes``, by default
+    CELL_SIZES_DEG, that gives at least 5 cells) to the test side, in an order fixed by the
+    seed, until about ``share`` of the photos. Returns (is_test (N,), what was done)."""
     from hierloc.data.geoclip_space import cell_of
 
     lat, lon = np.asarray(lat, dtype=np.float64), np.asarray(lon, dtype=np.float64)
-    for size in CELL_SIZES_DEG:
+    for size in sizes or CELL_SIZES_DEG:
         cells = cell_of(lat, lon, size)
         uniq = np.unique(cells)
         if len(uniq) >= 5:
@@ -339,6 +339,16 @@ def run(prepared: Prepared, out: Path, images, cfg=None, fallback=None) -> tuple
     cfg = cfg or M.OwnConfig()
     out = Path(out)
     geo = default_places()
+    base = shipped_base(prepared.backbone)
+    if base is not None:  # CLIP features: the shipped model, sharpened on these photos
+        base_model, base_table = base
+        world = M.world_guard(base_table)
+
+        def fit(table, train_p):
+            return M.sharpen(base_model, base_table, geo, train_p, cfg.seed, cfg.val_share, world)
+    else:
+        def fit(table, train_p):
+            return M.fit(table, geo, train_p, cfg, prepared.backbone)
     ph = prepared.photos
     rows = np.array([geo.index(k) for k in ph["city_key"]])
     allp = M.photos_of(geo, prepared.feats, ph["latitude"], ph["longitude"], rows)
@@ -355,8 +365,8 @@ def run(prepared: Prepared, out: Path, images, cfg=None, fallback=None) -> tuple
     model = table = None
     for train_mask, test_mask in sides:
         train_p, test_p = allp.take(train_mask), allp.take(test_mask)
-        table = geo.subset(train_p.rows[:, 3], source=prepared.table.source)
-        model, report = M.fit(table, geo, train_p, cfg, prepared.backbone)
+        table = geo.subset(train_p.rows[:, 3], source=prepared.table.source) if base is None else base[1]
+        model, report = fit(table, train_p)
         got = {"hierloc": M.predict(model, table, test_p)}
         base, chosen = M.baselines(geo, train_p, test_p, cfg.seed, cfg.val_share)
         got.update(base)
@@ -364,15 +374,16 @@ def run(prepared: Prepared, out: Path, images, cfg=None, fallback=None) -> tuple
             preds.setdefault(name, []).append(p)
         order.append(np.flatnonzero(test_mask))
         settings.append(chosen)
-        reports.append({k: v for k, v in report.items() if k != "validation_curve"})
+        reports.append(_jsonable({k: v for k, v in report.items() if k not in ("validation_curve", "tried")}))
     seconds = {"folds_s": round(time.perf_counter() - t0, 1)}
     t1 = time.perf_counter()
     if prepared.folds > 1:  # the run's model: every photo
-        table = prepared.table
-        model, report = M.fit(table, geo, allp.take(final_train), cfg, prepared.backbone)
+        table = prepared.table if base is None else base[1]
+        model, report = fit(table, allp.take(final_train))
     seconds["final_model_s"] = round(time.perf_counter() - t1, 1)
     folder = save_checkpoint(model, table, out / "last",
-                             extra={"train": {"recipe": "own-photos", "images": str(images), "report": report,
+                             extra={"train": {"recipe": "own-photos" if base is None else "sharpened",
+                                              "images": str(images), "report": _jsonable(report),
                                               "photos": int(final_train.sum()), "backbone": prepared.backbone}})
     idx = np.concatenate(order)
     truth = allp.take(idx)
@@ -392,6 +403,35 @@ def run(prepared: Prepared, out: Path, images, cfg=None, fallback=None) -> tuple
                settings={"hierloc": M.asdict(cfg), "per_fold": settings}, fits=reports, backbone=prepared.backbone)
     res["seconds"] = seconds
     return folder, res
+
+
+def shipped_base(backbone: str):
+    """(model, places) of the shipped GeoCLIP-space checkpoint when the photos' features are
+    in its space (CLIP ViT-L/14 + GeoCLIP's head) and it is there; else None."""
+    from hierloc.infer.predictor import GEOCLIP_BACKBONE, geoclip_checkpoint
+    from hierloc.model.checkpoint import load_checkpoint
+
+    if backbone != GEOCLIP_BACKBONE:
+        return None
+    from hierloc.paths import CHECKPOINTS_DIR
+
+    shipped = CHECKPOINTS_DIR / "hierloc-geoclip"
+    ckpt = shipped if (shipped / "config.json").exists() else geoclip_checkpoint()
+    if ckpt is None:
+        log.warning("no shipped GeoCLIP-space checkpoint: HierLoc is trained on these photos alone")
+        return None
+    model, table, _ = load_checkpoint(ckpt)
+    return model, table
+
+
+def _jsonable(v):
+    if isinstance(v, dict):
+        return {str(k): _jsonable(x) for k, x in v.items()}
+    if isinstance(v, (list, tuple)):
+        return [_jsonable(x) for x in v]
+    if isinstance(v, np.generic):
+        return v.item()
+    return v
 
 
 def _pool(parts: list[dict]) -> dict:

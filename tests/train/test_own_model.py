@@ -38,11 +38,11 @@ def _split(p, seed=0):
     return p.take(fold != 0), p.take(fold == 0)
 
 
-CFG = M.OwnConfig(epochs=15, embed_dim=8, hidden_dim=16)
+CFG = M.OwnConfig(epochs=10, embed_dim=8, hidden_dim=16)
 
 
 def test_no_signal_in_the_features_answers_the_prior(geo):
-    photos, _ = _photos(geo, {"US": 0.7, "FR": 0.15, "JP": 0.15}, 400, signal=0.0)
+    photos, _ = _photos(geo, {"US": 0.7, "FR": 0.15, "JP": 0.15}, 300, signal=0.0)
     train, test = _split(photos)
     table = geo.subset(train.rows[:, 3])
     model, report = M.fit(table, geo, train, CFG, "test-features")
@@ -55,7 +55,7 @@ def test_no_signal_in_the_features_answers_the_prior(geo):
 
 
 def test_features_that_carry_the_place_are_answered_by(geo):
-    photos, codes = _photos(geo, {"US": 0.5, "FR": 0.25, "JP": 0.25}, 400, signal=4.0, seed=1)
+    photos, codes = _photos(geo, {"US": 0.5, "FR": 0.25, "JP": 0.25}, 300, signal=4.0, seed=1)
     train, test = _split(photos)
     table = geo.subset(train.rows[:, 3])
     model, _ = M.fit(table, geo, train, CFG, "test-features")
@@ -119,3 +119,74 @@ def test_a_saved_model_answers_the_same_after_a_reload(geo, tmp_path):
     for lv in before["keys"]:
         assert np.array_equal(before["keys"][lv], after["keys"][lv])
     assert np.allclose(before["lat"], after["lat"]) and np.allclose(before["lon"], after["lon"])
+
+
+# ---------------------------------------------------------------------------------------
+# the shipped model sharpened on a region (GeoCLIP-space pseudo-photos: a proxy)
+# ---------------------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def shipped():
+    from hierloc.model.checkpoint import load_checkpoint
+    from hierloc.paths import CHECKPOINTS_DIR
+
+    model, table, _ = load_checkpoint(CHECKPOINTS_DIR / "hierloc-geoclip")
+    return model, table
+
+
+def _region_photos(table, n, seed):
+    from hierloc.data.pseudo_photos import CALIBRATED, photo_features
+    from hierloc.eval import geoclip_bench as gb
+    from hierloc.geo.reverse import benchmark_geocoder
+
+    lat, lon = gb.region_locations(table, "Utah_US", n, seed=seed)
+    from hierloc.data.place_features import load_geoclip_location_encoder
+
+    u = photo_features(load_geoclip_location_encoder(), lat, lon, CALIBRATED, seed=seed + 10)
+    rows = benchmark_geocoder(table).lookup(lat, lon)
+    from hierloc.data.geoclip_space import cell_of
+
+    return M.photos_of(table, u, lat, lon, rows, np.asarray(cell_of(lat, lon, 0.25)))
+
+
+@pytest.mark.slow
+def test_sharpened_on_a_region_it_gains_there_keeps_the_world_and_reloads(shipped, tmp_path):
+    from hierloc.model.checkpoint import load_checkpoint, save_checkpoint
+
+    base, table = shipped
+    photos = _region_photos(table, 500, seed=21)
+    cells = np.unique(photos.cell)
+    test_cells = np.random.default_rng(0).permutation(cells)[: len(cells) // 3]
+    is_test = np.isin(photos.cell, test_cells)
+    yours, test = photos.take(~is_test), photos.take(is_test)
+    world = M.world_guard(table, n=100)
+    model, report = M.sharpen(base, table, table, yours, world=world)
+    assert model.remembers_your_photos and len(report["weights"]) == 4 and report["floor"] in M.YOUR_FLOORS
+    truth = test.keys(table)
+    got, before = M.predict(model, table, test), M.predict(base, table, test)
+    right = {lv: np.mean(got["keys"][lv] == truth[lv]) for lv in ("country", "region")}
+    right0 = {lv: np.mean(before["keys"][lv] == truth[lv]) for lv in ("country", "region")}
+    assert right["region"] >= right0["region"] + 0.05  # Utah's photos: the region is learned
+    # the world guard holds: on the guard's own photos no level fell by more than the tolerance
+    chosen = report["tried"][str(report["floor"])]["world_right"]
+    assert all(c >= u - M.WORLD_TOLERANCE - 1e-9 for c, u in zip(chosen, report["world_right_unchanged"]))
+    # weights 0: the scores are the base model's (only the answer is read from the tree)
+    zero = M.with_your_photos(base, table, M.your_memory(table, yours.lat, yours.lon), [0, 0, 0, 0])
+    from hierloc.eval.evaluate import level_scores
+
+    with torch.no_grad():
+        z, att = base.located(test.feats[:8])
+        a = level_scores(base, z, base.place_points(), att)
+        b = level_scores(zero, z, base.place_points(), att, test.feats[:8])
+    assert all(torch.equal(x, y) for x, y in zip(a, b)) and not base.remembers_your_photos
+    # saved and loaded, it answers the same
+    save_checkpoint(model, table, tmp_path / "sharp")
+    loaded, ltable, meta = load_checkpoint(tmp_path / "sharp")
+    assert loaded.remembers_your_photos and meta["model"]["extra"]["your_photos"]["weights"] == report["weights"]
+    again = M.predict(loaded, ltable, test)
+    for lv in truth:
+        assert np.array_equal(again["keys"][lv], got["keys"][lv])
+    (tmp_path / "sharp" / "your_photos.safetensors").unlink()
+    from hierloc.model.checkpoint import CheckpointError
+
+    with pytest.raises(CheckpointError, match="your_photos"):
+        load_checkpoint(tmp_path / "sharp")

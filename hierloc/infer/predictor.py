@@ -85,6 +85,7 @@ class Engine:
     view: PlaceView | None = None       # what the disk draws (default: this engine's own places)
     image_path: object = None           # the CLIP image path, where the profile has one
     calibrated: bool = False            # its confidences fitted to how often it is right (infer.confidence)
+    features: tuple | None = None       # (backbone name, features (B, F) -> photo points): what encode does after its backbone
 
     def place_view(self) -> PlaceView:
         if self.view is None:
@@ -185,9 +186,27 @@ class Predictor:
 
     @torch.inference_mode()
     def predict_images(self, images: list, beam: int = 10, top_k: int = 5, with_disk: bool = False) -> list[Prediction]:
-        e = self.engine
         t0 = time.perf_counter()
-        z = e.encode(images)  # (B, p)
+        z = self.engine.encode(images)  # (B, p)
+        return self._answer(z, t0, beam, top_k, with_disk)
+
+    @torch.inference_mode()
+    def predict_features(self, feats: torch.Tensor, backbone: str, beam: int = 10, top_k: int = 5,
+                         batch: int = 256) -> list[Prediction]:
+        """Photos already through this engine's backbone (features (N, F) of ``backbone``,
+        e.g. a run's cache) -> Predictions, as predict_images gives them; ValueError when the
+        engine reads photos with another backbone."""
+        if self.engine.features is None or self.engine.features[0] != backbone:
+            raise ValueError(f"the {self.profile} profile does not read {backbone} features")
+        head = self.engine.features[1]
+        out = []
+        for i in range(0, len(feats), batch):
+            t0 = time.perf_counter()
+            out += self._answer(head(feats[i:i + batch].float()), t0, beam, top_k, False)
+        return out
+
+    def _answer(self, z, t0: float, beam: int, top_k: int, with_disk: bool) -> list[Prediction]:
+        e = self.engine
         t1 = time.perf_counter()
         if e.search is not None:
             res = e.search(z, max(beam, top_k))
@@ -198,14 +217,14 @@ class Predictor:
         countries, regions = res.levels or beam_distribution(e.geometry, z, e.level_points, self.tree,
                                                              max(beam, top_k), e.tau)
         out = []
-        for b in range(len(images)):
+        for b in range(z.shape[0]):
             t3 = time.perf_counter()
             pred = self._to_prediction(res, b, top_k)
             pred.distribution = self._distribution_dict(countries[b], regions[b])
             if with_disk:
                 pred.disk = self.disk_points(z[b], res, b, top_k)
-            pred.timings_ms = {"encode": round((t1 - t0) * 1000 / len(images), 1),
-                               "search": round((t2 - t1) * 1000 / len(images), 2),
+            pred.timings_ms = {"encode": round((t1 - t0) * 1000 / z.shape[0], 1),
+                               "search": round((t2 - t1) * 1000 / z.shape[0], 2),
                                "answer": round((time.perf_counter() - t3) * 1000, 1)}
             out.append(pred)
         return out
@@ -365,7 +384,8 @@ def preview_engine(table: PlaceTable | None = None, seed: int = 0) -> Engine:
     model = HierLoc(cfg, [torch.from_numpy(a) for a in level_latlon(table)]).eval()
     return Engine("preview", "EfficientNet-Lite0 (ImageNet) + untrained HierLoc head", True, table,
                   model.geometry, model.place_points(), float(model.criterion.tau.detach()),
-                  _encode_with(backbone, model), view=trained_view(table, "none"))
+                  _encode_with(backbone, model), view=trained_view(table, "none"),
+                  features=("efficientnet-lite0", model))
 
 
 _LOADED: dict = {}
@@ -558,7 +578,8 @@ def zeroshot_engine(table: PlaceTable | None = None, device: str = "cpu", random
             + (f" + {len(extra):,} locations of your own ({Path(str(gallery)).name})" if extra is not None else ""))
     return Engine("zero-shot", desc, random_weights, table, geometry, points, 1.0, encode, search=search,
                   view=trained_view(table, "geoclip"), image_path=image_path,
-                  calibrated=zs.CONFIDENCE_TEMPERATURES != UNCALIBRATED)
+                  calibrated=zs.CONFIDENCE_TEMPERATURES != UNCALIBRATED,
+                  features=(GEOCLIP_BACKBONE, zs.photo_points))
 
 
 # ---------------------------------------------------------------------------------------

@@ -169,6 +169,10 @@ class HierLoc(nn.Module):
         self.register_buffer("support_log_population", logpop, persistent=False)
         self.support_population_weight = nn.Parameter(torch.zeros(()))
         self.log_support_temperature = nn.Parameter(torch.tensor(math.log(c.support_temperature)))
+        if c.extra.get("level_score") == "distance+memory":
+            # the memory's mass floor per level, learned: how much probability a place with
+            # no (other) training photo keeps
+            self.support_log_floor = nn.Parameter(torch.full((NUM_LEVELS,), math.log(1e-2)))
         self.level_mix = nn.Parameter(torch.full((NUM_LEVELS,), 1.0 / NUM_LEVELS))
         nn.init.zeros_(self.photo_mlp[-1].weight)  # the image MLP starts as a zero residual
         nn.init.zeros_(self.photo_mlp[-1].bias)
@@ -200,7 +204,10 @@ class HierLoc(nn.Module):
                     logit = logit.masked_fill(own, -torch.inf)
                 parts.append(logit.topk(k, dim=1).indices)
             idx = torch.cat(parts)  # (B, k)
-        cos = torch.einsum("bd,bkd->bk", u, self.support_unit[idx])
+        if k == self.config.support_points:  # every point attended: one product, no (B, k, F) gather
+            cos = (u @ self.support_unit.T).gather(1, idx)
+        else:
+            cos = torch.einsum("bd,bkd->bk", u, self.support_unit[idx])
         if prior is None:
             bias = (self.support_bias[idx] + self.support_kind_bias[self.support_kind[idx]]
                     + self.support_population_weight * self.support_log_population[idx])
@@ -214,13 +221,16 @@ class HierLoc(nn.Module):
     def support_log_mass(self, attention: tuple[torch.Tensor, torch.Tensor]) -> list[torch.Tensor]:
         """Per level (B, N_l): the log of the attention's mass on each place (the sum of the
         weights of its support points), the memory's own distribution over the places
-        with the learned prior in it; log of a tiny floor where a place gets none."""
+        with the learned prior in it, plus the level's learned floor (support_log_floor),
+        the mass a place keeps when none of its photos is attended."""
         idx, a = attention
         out = []
+        floor = getattr(self, "support_log_floor", None)
         for lv in range(NUM_LEVELS):
             anc = getattr(self, f"support_ancestor_{lv}")[idx]  # (B, k)
             m = torch.zeros(a.shape[0], self.config.num_places[lv], dtype=a.dtype, device=a.device)
-            out.append(m.scatter_add(1, anc, a).clamp_min(1e-12).log())
+            m = m.scatter_add(1, anc, a)
+            out.append((m + floor[lv].exp()).log() if floor is not None else m.clamp_min(1e-12).log())
         return out
 
     @property
@@ -422,8 +432,13 @@ class HierLoc(nn.Module):
                 place_tangents = self.encode_places() if self.training else self.place_cache()
             idx, a = self.support_attention(feats, exclude=exclude)
             for lv in range(NUM_LEVELS):
-                vals = place_tangents[lv][getattr(self, f"support_ancestor_{lv}")[idx]]  # (B, k, D)
-                v = v + self.level_mix[lv] * torch.einsum("bk,bkd->bd", a, vals)
+                anc = getattr(self, f"support_ancestor_{lv}")[idx]  # (B, k)
+                if idx.shape[1] == self.config.support_points:  # all attended: the attention's mass on each place
+                    mass = torch.zeros(a.shape[0], place_tangents[lv].shape[0], dtype=a.dtype, device=a.device)
+                    ctx = mass.scatter_add(1, anc, a) @ place_tangents[lv]
+                else:  # many places: the attended points' own
+                    ctx = torch.einsum("bk,bkd->bd", a, place_tangents[lv][anc])  # (B, k, D) gathered
+                v = v + self.level_mix[lv] * ctx
             return (v, (idx, a)) if return_attention else v
         if self.config.attention:
             keys = place_tangents if place_tangents is not None else self.place_cache()

@@ -21,8 +21,9 @@ inside the answered city.
 Training minimises, per level, -log p(true place) under that distribution; a photo never
 attends to the training photos of its own location cell (leave-one-cell-out), as held-out
 photos cannot. The epoch is picked on a validation split of the training photos (whole
-cells), the confidence temperatures fitted on it (infer.confidence.fit_temperatures), then
-the model is refitted on all its photos for that many epochs.
+cells; the one of least validation loss), the confidence temperatures fitted on it
+(infer.confidence.fit_temperatures), then the validation photos join the memory at the
+mean learned prior (no second training).
 
 Beside it, on the same features and photos (:func:`baselines`): the nearest training
 photos (a vote of k with weights exp(cos / t), k and t picked on the validation split), a
@@ -52,12 +53,12 @@ class OwnConfig:
     """The recipe's settings (`train --images --set key=value`)."""
     embed_dim: int = 32
     hidden_dim: int = 64
-    epochs: int = 40
+    epochs: int = 60
     batch_size: int = 64
-    lr: float = 1e-2
+    lr: float = 2e-2
     weight_decay: float = 1e-4
     support_temperature: float = 10.0
-    tau: float = 2.0
+    tau: float = 100.0
     val_share: float = 0.2
     seed: int = 0
     max_support_topk: int = 4096
@@ -198,6 +199,23 @@ def tree_log_likelihood(model, tree, feats, targets, exclude=None, temperatures=
     return torch.stack([marg[lv].gather(1, targets[:, lv:lv + 1]).squeeze(1) for lv in range(NUM_LEVELS)], 1)
 
 
+@torch.no_grad()
+def _remember_all(model, table, geo, train: Photos, kept: np.ndarray, cfg: OwnConfig, backbone: str):
+    """The same trained model with every photo of ``train`` as a support point: those it
+    was trained with (rows ``kept`` of train) keep their learned prior, the others take the
+    mean of those."""
+    new = build(table, geo, train, cfg, backbone)
+    mine = dict(model.named_parameters())
+    for name, p in new.named_parameters():
+        if name == "support_bias":
+            p.fill_(float(model.support_bias.mean()))
+            p[torch.as_tensor(kept)] = model.support_bias
+        else:
+            p.copy_(mine[name])
+    new.config.extra.update({k: v for k, v in model.config.extra.items() if k not in new.config.extra})
+    return new
+
+
 def _epochs(model, tree, train: Photos, targets, cfg: OwnConfig, epochs: int, on_epoch=None):
     from hierloc.train.optim import HybridOptimizer
 
@@ -220,8 +238,25 @@ def _epochs(model, tree, train: Photos, targets, cfg: OwnConfig, epochs: int, on
             on_epoch(epoch + 1)
 
 
+class one_thread:
+    """Torch on one CPU thread inside the block: the recipe's many small operations run
+    faster so than with OpenMP's threads waking (the CLI makes them wait passively)."""
+
+    def __enter__(self):
+        self.threads = torch.get_num_threads()
+        torch.set_num_threads(1)
+
+    def __exit__(self, *exc):
+        torch.set_num_threads(self.threads)
+
+
 def fit(table, geo, train: Photos, cfg: OwnConfig, backbone: str, refit: bool = True):
     """Train on ``train`` (see the module docstring) -> (model in eval mode, report)."""
+    with one_thread():
+        return _fit(table, geo, train, cfg, backbone, refit)
+
+
+def _fit(table, geo, train: Photos, cfg: OwnConfig, backbone: str, refit: bool = True):
     from hierloc.infer.beam import Hierarchy
 
     torch.manual_seed(cfg.seed)
@@ -249,11 +284,9 @@ def fit(table, geo, train: Photos, cfg: OwnConfig, backbone: str, refit: bool = 
     temps = fit_calibration(model, table, geo, tree, val)
     report.update(epoch=best["epoch"], validation_loss=round(best["loss"], 4), validation_curve=curve,
                   calibration=temps)
-    # 2. refit on every training photo for that many epochs
+    # 2. the validation photos join the memory, at the mean of the learned priors
     if refit:
-        model = build(table, geo, train, cfg, backbone)
-        if best["epoch"]:
-            _epochs(model, tree, train, local_targets(table, geo, train), cfg, best["epoch"])
+        model = _remember_all(model, table, geo, train, np.flatnonzero(~is_val), cfg, backbone)
     model.config.extra["calibration"] = temps
     model.config.extra["recipe"]["chosen_epoch"] = best["epoch"]
     model._cache = None
@@ -403,6 +436,11 @@ def most_common_predict(geo, train: Photos, n: int) -> dict:
 def baselines(geo, train: Photos, test: Photos, seed: int = 0, val_share: float = 0.2) -> tuple[dict, dict]:
     """The simple methods on ``test``, their settings picked on a validation split of
     ``train`` (the same split HierLoc picks its epoch on) -> (predictions, settings)."""
+    with one_thread():
+        return _baselines(geo, train, test, seed, val_share)
+
+
+def _baselines(geo, train: Photos, test: Photos, seed: int, val_share: float) -> tuple[dict, dict]:
     is_val = validation_split(train.lat, train.lon, seed, val_share)
     fit_part, val = train.take(~is_val), train.take(is_val)
     k, t = max(((k, t) for k in KNN_K for t in KNN_T),

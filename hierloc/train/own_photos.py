@@ -324,12 +324,14 @@ def prepare_run(images, labels, out: Path, backbone: str = "auto", seed: int = 0
 # ---------------------------------------------------------------------------------------
 # 5-6. train and evaluate
 # ---------------------------------------------------------------------------------------
-def run(prepared: Prepared, out: Path, images, cfg=None, fallback=None) -> tuple[Path, dict]:
+def run(prepared: Prepared, out: Path, images, cfg=None, fallback=None, world=None) -> tuple[Path, dict]:
     """Train the model of the run (RUN/last) and the table of every method on held-out
     photos (each fold's photos predicted by what was trained on the others; with one
     split, its test side): HierLoc and the baselines of train.own_model on the same
     features, the fallback profile (a Predictor, or a function that loads one); pooled, with each method's 95 % paired interval
-    against HierLoc. -> (checkpoint folder, the table as eval.json holds it)."""
+    against HierLoc. With CLIP features (the shipped model's space) HierLoc is the shipped
+    model sharpened on the photos (train.own_model.sharpen; ``world``: its guard photos,
+    by default world_guard's). -> (checkpoint folder, the table as eval.json holds it)."""
     import time
 
     from hierloc.geo.places import default_places
@@ -342,7 +344,7 @@ def run(prepared: Prepared, out: Path, images, cfg=None, fallback=None) -> tuple
     base = shipped_base(prepared.backbone)
     if base is not None:  # CLIP features: the shipped model, sharpened on these photos
         base_model, base_table = base
-        world = M.world_guard(base_table)
+        world = world if world is not None else M.world_guard(base_table)
 
         def fit(table, train_p):
             return M.sharpen(base_model, base_table, geo, train_p, cfg.seed, cfg.val_share, world)
@@ -368,8 +370,8 @@ def run(prepared: Prepared, out: Path, images, cfg=None, fallback=None) -> tuple
         table = geo.subset(train_p.rows[:, 3], source=prepared.table.source) if base is None else base[1]
         model, report = fit(table, train_p)
         got = {"hierloc": M.predict(model, table, test_p)}
-        base, chosen = M.baselines(geo, train_p, test_p, cfg.seed, cfg.val_share)
-        got.update(base)
+        simple, chosen = M.baselines(geo, train_p, test_p, cfg.seed, cfg.val_share)
+        got.update(simple)
         for name, p in got.items():
             preds.setdefault(name, []).append(p)
         order.append(np.flatnonzero(test_mask))
@@ -391,8 +393,11 @@ def run(prepared: Prepared, out: Path, images, cfg=None, fallback=None) -> tuple
     if callable(fallback) and not hasattr(fallback, "predict_many"):
         fallback = fallback()  # loaded only now: its runtime's threads would slow the training down
     if fallback is not None:
-        files = ph["file"].to_numpy()[idx]
-        answers = fallback.predict_many([Path(images) / f for f in files], top_k=1, with_disk=False)
+        try:  # the run's features, when the profile reads photos with the same backbone
+            answers = fallback.predict_features(allp.feats[torch.as_tensor(idx)], prepared.backbone, top_k=1)
+        except ValueError:
+            files = ph["file"].to_numpy()[idx]
+            answers = fallback.predict_many([Path(images) / f for f in files], top_k=1, with_disk=False)
         pooled[fallback.profile] = {
             "keys": {lv: np.array([a.path[i]["key"] for a in answers], dtype=object).astype(str)
                      for i, lv in enumerate(LEVELS)},

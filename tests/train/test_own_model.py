@@ -190,3 +190,30 @@ def test_sharpened_on_a_region_it_gains_there_keeps_the_world_and_reloads(shippe
 
     with pytest.raises(CheckpointError, match="your_photos"):
         load_checkpoint(tmp_path / "sharp")
+
+
+@pytest.mark.slow
+def test_train_images_with_clip_features_sharpens_the_shipped_model(shipped, tmp_path):
+    """train --images's run with features in GeoCLIP's space (pseudo-photos standing in for
+    CLIP's: the weights are not here): every fold sharpens the shipped model, and the run's
+    model is the shipped one remembering every photo."""
+    import pandas as pd
+
+    from hierloc.model.checkpoint import load_checkpoint
+    from hierloc.train import own_photos as O
+
+    base, table = shipped
+    photos = _region_photos(table, 150, seed=31)
+    fold, _ = M.cell_folds(photos.lat, photos.lon, 3)
+    df = pd.DataFrame({"file": [f"p{i}.jpg" for i in range(len(photos))], "latitude": photos.lat,
+                       "longitude": photos.lon, "city_key": table.key[photos.rows[:, 3]], "fold": fold})
+    prepared = O.Prepared(table.subset(photos.rows[:, 3]), df, photos.feats, "geoclip", 3)
+    folder, res = O.run(prepared, tmp_path / "run", tmp_path, world=M.world_guard(table, n=50))
+    assert set(res["methods"]) == {"hierloc", "knn", "linear", "most_common"}
+    assert res["photos"]["test"] == len(photos) and len(res["fits"]) == 3
+    assert all("weights" in f for f in res["fits"])
+    model, ltable, meta = load_checkpoint(folder)
+    assert model.remembers_your_photos and meta["model"]["extra"]["your_photos"]["count"] == len(photos)
+    assert ltable.content_hash() == table.content_hash() and meta["train"]["recipe"] == "sharpened"
+    json_ok = O.markdown({**res, "backbone": "geoclip"})
+    assert "| HierLoc |" in json_ok

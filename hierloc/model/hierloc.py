@@ -498,6 +498,8 @@ class HierLoc(nn.Module):
                 p.copy_(L.exp0(t, c.curvature) if new.manifold_anchors else t)
             else:
                 p.copy_(mine[name].detach().cpu())
+        if self.remembers_your_photos:
+            new.attach_your_photos(self.your_memory, c.extra["your_photos"])
         return new.eval()
 
     def support_inputs(self) -> dict | None:

@@ -183,8 +183,10 @@ def test_sharpened_on_a_region_it_gains_there_keeps_the_world_and_reloads(shippe
     loaded, ltable, meta = load_checkpoint(tmp_path / "sharp")
     assert loaded.remembers_your_photos and meta["model"]["extra"]["your_photos"]["weights"] == report["weights"]
     again = M.predict(loaded, ltable, test)
+    folded = M.predict(model.folded(), table, test)  # `hierloc export`
     for lv in truth:
         assert np.array_equal(again["keys"][lv], got["keys"][lv])
+        assert np.array_equal(folded["keys"][lv], got["keys"][lv])
     (tmp_path / "sharp" / "your_photos.safetensors").unlink()
     from hierloc.model.checkpoint import CheckpointError
 

@@ -345,6 +345,7 @@ def build_demo(session: H.Session | None = None):
 
         explore_mode.change(switch_explore, [explore_mode, explore_disk], [explore_disk, explore_learned],
                             api_visibility="private")
+    H.hold_uploads(demo)  # an upload is deleted when the last request that needs it is answered
     return demo
 
 

@@ -209,12 +209,78 @@ def _is_ours(path: Path) -> bool:
         return False
 
 
+class UploadHolds:
+    """How many requests still need each uploaded file. Gradio files identical uploads
+    under one path (a folder named by their content), so the same photo sent by many people
+    at once is one file: every upload of it takes a hold (counted when Gradio files it, see
+    hold_uploads), every answered request gives one back, and the file is deleted when the
+    last hold is given back, never while another request of the same content waits."""
+
+    def __init__(self):
+        import threading
+
+        self._lock = threading.Lock()
+        self._holds: dict[str, int] = {}
+        self.seen: set[str] = set()  # every path held once (what a test checks is gone)
+
+    @staticmethod
+    def _key(path) -> str:
+        return str(Path(path).resolve())
+
+    def hold(self, paths) -> None:
+        with self._lock:
+            for p in paths:
+                k = self._key(p)
+                self._holds[k] = self._holds.get(k, 0) + 1
+                self.seen.add(k)
+
+    def release(self, path) -> bool:
+        """Give one hold back; True when it was the last (the caller deletes the file)."""
+        with self._lock:
+            k = self._key(path)
+            n = self._holds.get(k, 0) - 1
+            if n > 0:
+                self._holds[k] = n
+                return False
+            self._holds.pop(k, None)
+            return True
+
+    def held(self, path) -> int:
+        with self._lock:
+            return self._holds.get(self._key(path), 0)
+
+
+_HOLDS = UploadHolds()
+
+
+def upload_holds() -> UploadHolds:
+    return _HOLDS
+
+
+def hold_uploads(demo) -> None:
+    """Count every upload Gradio files for this app (its set of uploaded files, updated by
+    its upload route with the paths of each upload) as a hold on that file."""
+    class _Held(set):
+        def update(self, *others):
+            for paths in others:
+                paths = list(paths)
+                _HOLDS.hold(paths)
+                super().update(paths)
+
+    held = _Held(demo.upload_file_set)
+    demo.temp_file_sets = [held if s is demo.upload_file_set else s for s in demo.temp_file_sets]
+    demo.upload_file_set = held
+
+
 def _forget_upload(path: str | None, session: Session) -> None:
-    """Delete the temporary copy of an uploaded photo (never an example: the page reuses those)."""
+    """Give back this request's hold on an uploaded photo and delete it when no other
+    request still needs it (never an example: the page reuses those)."""
     if not path:
         return
     p = Path(path)
-    if p.exists() and not _is_ours(p) and p.name not in session.examples:
+    if _is_ours(p) or p.name in session.examples:
+        return
+    if _HOLDS.release(p) and p.exists():
         try:
             p.unlink()
         except OSError:

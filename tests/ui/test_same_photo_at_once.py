@@ -1,0 +1,62 @@
+"""Many people sending the same photo at once (a class, a game, a photo that goes round):
+Gradio files identical uploads under one path, so the app must not delete it while
+another request still needs it; afterwards no uploaded photo is left on disk."""
+
+import shutil
+import socket
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import pytest
+
+EXAMPLE = Path(__file__).resolve().parents[2] / "assets" / "examples" / "517681129360654.jpg"
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def app_url():
+    from hierloc.infer.predictor import Predictor, preview_engine
+    from hierloc.paths import ASSETS_DIR
+    from hierloc.ui import handlers as H
+    from hierloc.ui.app import build_demo, launch_options
+
+    preview = Predictor(preview_engine())
+    session = H.Session(default_profile="preview", available=["preview"], loader=lambda p: preview,
+                        examples=H.load_examples(ASSETS_DIR / "examples"))
+    demo = build_demo(session)
+    opts = {**launch_options(), "server_name": "127.0.0.1", "server_port": _free_port()}
+    demo.queue(default_concurrency_limit=4).launch(prevent_thread_lock=True, quiet=True, **opts)
+    yield f"http://127.0.0.1:{opts['server_port']}/"
+    demo.close()
+
+
+def test_the_same_photo_from_many_clients_at_once_is_answered_every_time(app_url, tmp_path):
+    from gradio_client import Client, handle_file
+
+    photo = tmp_path / "0000.jpg"  # a photo of the user's, not one of the app's examples
+    shutil.copy(EXAMPLE, photo)
+    clients = [Client(app_url, verbose=False) for _ in range(12)]
+
+    def send(client):
+        return [client.predict(handle_file(str(photo)), api_name="/predict") for _ in range(2)]
+
+    with ThreadPoolExecutor(len(clients)) as pool:
+        answers = [a for batch in pool.map(send, clients) for a in batch]
+    failed = [a.get("error") for a in answers if not a.get("ok")]
+    assert not failed, f"{len(failed)} of {len(answers)} requests failed: {failed[:3]}"
+    assert len(answers) == 24
+    # nothing of the photo is left where Gradio keeps uploads
+    import gradio
+
+    from hierloc.ui.handlers import upload_holds
+
+    seen = [p for p in upload_holds().seen if Path(p).name == "0000.jpg"]
+    assert seen and Path(seen[0]).is_relative_to(Path(gradio.utils.get_upload_folder()).resolve())
+    left = [p for p in seen if Path(p).exists()]
+    assert not left, left
+    assert all(upload_holds().held(p) == 0 for p in seen)

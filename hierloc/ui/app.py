@@ -314,8 +314,9 @@ def build_demo(session: H.Session | None = None):
                          api_visibility="private")
         api_btn = gr.Button(visible=False)
         api_out = gr.JSON(visible=False)
-        api_btn.click(functools.partial(H.predict_api, session), [photo, beam, top_k, use_exif, profile], api_out,
-                      api_name="predict")
+        # requests that wait together are answered in one pass of the image encoder
+        api_btn.click(functools.partial(H.predict_api_batch, session), [photo, beam, top_k, use_exif, profile],
+                      api_out, api_name="predict", batch=True, max_batch_size=H.API_BATCH, concurrency_limit=1)
 
         def locate_many(files, beam_width, model, progress=gr.Progress()):
             return H.locate_many(session, files, beam_width, model, progress)

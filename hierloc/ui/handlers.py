@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import html
 import logging
+import os
 import threading
 import time
 from dataclasses import dataclass, field
@@ -217,8 +218,6 @@ class UploadHolds:
     last hold is given back, never while another request of the same content waits."""
 
     def __init__(self):
-        import threading
-
         self._lock = threading.Lock()
         self._holds: dict[str, int] = {}
         self.seen: set[str] = set()  # every path held once (what a test checks is gone)
@@ -495,15 +494,43 @@ def atlas_refocus(session: Session, state_json, key):
 
 def predict_api(session: Session, image_path: str | None, beam: int = 10, top_k: int = 5, use_exif: bool = True,
                 profile: str | None = None) -> dict:
-    """The JSON answer for API clients (api_name="predict")."""
-    if not image_path:
-        return {"ok": False, "error": "no photo was sent"}
+    """The JSON answer for one API request (the app batches them: predict_api_batch)."""
+    return predict_api_batch(session, [image_path], [beam], [top_k], [use_exif], [profile])[0][0]
+
+
+API_BATCH = max(1, int(os.environ.get("HIERLOC_API_BATCH", "8")))
+"""Most predict-API requests answered in one pass of the image encoder (Gradio batches the
+requests that wait together); HIERLOC_API_BATCH=1 answers them one by one."""
+
+
+def predict_api_batch(session: Session, paths: list, beams: list, top_ks: list, use_exifs: list,
+                      profiles: list) -> list:
+    """predict_api for a batch of requests (Gradio's batch=True: a list per input): the
+    requests with the same settings go through the encoder together (Predictor.predict_many);
+    each gets its own answer; every upload is given back at the end -> [answers]."""
+    out: list = [None] * len(paths)
+    groups: dict = {}
+    for i, (path, beam, top_k, exif, profile) in enumerate(zip(paths, beams, top_ks, use_exifs, profiles)):
+        if not path:
+            out[i] = {"ok": False, "error": "no photo was sent"}
+            continue
+        groups.setdefault((int(beam), int(top_k), bool(exif), profile), []).append(i)
     try:
-        pred = session.predictor(profile).predict(image_path, beam=int(beam), top_k=int(top_k), use_exif=bool(use_exif),
-                                                  with_disk=False, name=Path(image_path).name)
+        for (beam, top_k, exif, profile), idx in groups.items():
+            try:
+                preds = session.predictor(profile).predict_many(
+                    [paths[i] for i in idx], beam=beam, top_k=top_k, use_exif=exif, with_disk=False,
+                    names=[Path(paths[i]).name for i in idx], batch=API_BATCH)
+                for i, pred in zip(idx, preds):
+                    out[i] = pred.to_dict()
+            except Exception as exc:  # one group's failure is its requests' answer, not the batch's
+                log.exception("predict API batch failed")
+                for i in idx:
+                    out[i] = {"ok": False, "error": f"the model could not answer ({type(exc).__name__}: {exc})"}
     finally:
-        _forget_upload(image_path, session)
-    return pred.to_dict()
+        for path in paths:
+            _forget_upload(path, session)
+    return [out]
 
 
 def result_html_message(text: str) -> str:

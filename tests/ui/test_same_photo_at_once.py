@@ -20,19 +20,35 @@ def _free_port() -> int:
 
 @pytest.fixture(scope="module")
 def app_url():
+    app_url = _Url()
     from hierloc.infer.predictor import Predictor, preview_engine
     from hierloc.paths import ASSETS_DIR
     from hierloc.ui import handlers as H
     from hierloc.ui.app import build_demo, launch_options
 
     preview = Predictor(preview_engine())
+    sizes = []  # how many photos each pass of the predictor took
+    many = preview.predict_many
+
+    def counted(sources, *args, **kwargs):
+        sizes.append(len(sources))
+        return many(sources, *args, **kwargs)
+
+    preview.predict_many = counted
+    app_url.sizes = sizes
     session = H.Session(default_profile="preview", available=["preview"], loader=lambda p: preview,
                         examples=H.load_examples(ASSETS_DIR / "examples"))
     demo = build_demo(session)
     opts = {**launch_options(), "server_name": "127.0.0.1", "server_port": _free_port()}
     demo.queue(default_concurrency_limit=4).launch(prevent_thread_lock=True, quiet=True, **opts)
-    yield f"http://127.0.0.1:{opts['server_port']}/"
+    app_url.url = f"http://127.0.0.1:{opts['server_port']}/"
+    yield app_url
     demo.close()
+
+
+class _Url:
+    url: str
+    sizes: list
 
 
 def test_the_same_photo_from_many_clients_at_once_is_answered_every_time(app_url, tmp_path):
@@ -40,7 +56,7 @@ def test_the_same_photo_from_many_clients_at_once_is_answered_every_time(app_url
 
     photo = tmp_path / "0000.jpg"  # a photo of the user's, not one of the app's examples
     shutil.copy(EXAMPLE, photo)
-    clients = [Client(app_url, verbose=False) for _ in range(12)]
+    clients = [Client(app_url.url, verbose=False) for _ in range(12)]
 
     def send(client):
         return [client.predict(handle_file(str(photo)), api_name="/predict") for _ in range(2)]
@@ -50,6 +66,8 @@ def test_the_same_photo_from_many_clients_at_once_is_answered_every_time(app_url
     failed = [a.get("error") for a in answers if not a.get("ok")]
     assert not failed, f"{len(failed)} of {len(answers)} requests failed: {failed[:3]}"
     assert len(answers) == 24
+    # requests that waited together went through the encoder together
+    assert sum(app_url.sizes) == 24 and max(app_url.sizes) > 1, app_url.sizes
     # nothing of the photo is left where Gradio keeps uploads
     import gradio
 

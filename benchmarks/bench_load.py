@@ -77,9 +77,12 @@ def photos(n: int, folder: Path, same: bool) -> list[Path]:
     return out
 
 
-def start_app(port: int, api_batch: int | None = None, timeout: float = 300.0) -> subprocess.Popen:
+def start_app(port: int, api_batch: int | None = None, uploads: Path | None = None,
+              timeout: float = 300.0) -> subprocess.Popen:
     env = {**os.environ, "GRADIO_SERVER_NAME": "127.0.0.1", "GRADIO_SERVER_PORT": str(port),
            "GRADIO_ANALYTICS_ENABLED": "False"}
+    if uploads is not None:  # where the app's Gradio files uploads (to count what is left)
+        env["GRADIO_TEMP_DIR"] = str(uploads)
     if api_batch:
         env["HIERLOC_API_BATCH"] = str(api_batch)
     proc = subprocess.Popen([sys.executable, "app.py"], cwd=ROOT, env=env, stdout=subprocess.DEVNULL,
@@ -151,8 +154,11 @@ def main(argv=None) -> int:
     url = f"http://127.0.0.1:{port}/"
     with tempfile.TemporaryDirectory() as tmp:
         n = args.clients * max(args.requests, 1)
-        files = photos(min(n, 512), Path(tmp), args.same)
-        proc = start_app(port, args.api_batch)
+        sent = Path(tmp) / "sent"
+        sent.mkdir()
+        files = photos(min(n, 512), sent, args.same)
+        uploads = Path(tmp) / "uploads"
+        proc = start_app(port, args.api_batch, uploads)
         try:
             warm = run_load(url, files[:1], 1, 1, time.time() + 300)  # model and caches loaded
             before = rss_mb(proc.pid)
@@ -162,6 +168,8 @@ def main(argv=None) -> int:
             res = run_load(url, files, args.clients, args.requests, deadline, soak_until)
             wall = time.time() - t0
             after = rss_mb(proc.pid)
+            names = {f.name for f in files}
+            left = sorted(str(p.relative_to(uploads)) for p in uploads.rglob("*") if p.name in names)
         finally:
             stop_app(proc)
     lat = np.array(res["latencies"])
@@ -171,6 +179,7 @@ def main(argv=None) -> int:
            "p50_s": round(float(np.percentile(lat, 50)), 2) if len(lat) else None,
            "p95_s": round(float(np.percentile(lat, 95)), 2) if len(lat) else None,
            "wall_s": round(wall, 1), "warm_up_ok": bool(warm["latencies"]),
+           "uploads_left_on_disk": len(left),
            "memory_mb": {"before": before, "after": after,
                          "growth_pct": round(100 * (after - before) / before, 1) if before else None}}
     if args.json:
@@ -179,10 +188,11 @@ def main(argv=None) -> int:
         print(f"{out['answered']} answered, {out['errors']} errors ({out['clients']} clients"
               + (f" x {args.requests}" if not args.soak else f", {args.soak} min soak")
               + (", the same photo" if args.same else ", a photo each") + f") in {out['wall_s']} s; "
-              f"latency p50 {out['p50_s']} s, p95 {out['p95_s']} s; app memory {before} -> {after} MB")
+              f"latency p50 {out['p50_s']} s, p95 {out['p95_s']} s; app memory {before} -> {after} MB; "
+              f"uploaded photos left on disk: {len(left)}")
         for e in out["first_errors"]:
             print("  error:", e)
-    return 0 if out["errors"] == 0 else 1
+    return 0 if out["errors"] == 0 and not left else 1
 
 
 if __name__ == "__main__":

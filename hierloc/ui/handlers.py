@@ -498,9 +498,10 @@ def predict_api(session: Session, image_path: str | None, beam: int = 10, top_k:
     return predict_api_batch(session, [image_path], [beam], [top_k], [use_exif], [profile])[0][0]
 
 
-API_BATCH = max(1, int(os.environ.get("HIERLOC_API_BATCH", "8")))
+API_BATCH = max(1, int(os.environ.get("HIERLOC_API_BATCH", "16")))
 """Most predict-API requests answered in one pass of the image encoder (Gradio batches the
-requests that wait together); HIERLOC_API_BATCH=1 answers them one by one."""
+requests that wait together); HIERLOC_API_BATCH=1 answers them one by one. 16: measured with 64 clients on a 2-core Xeon
+(benchmarks/bench_load.py), p95 8.3 s against 9.3 s at 8 and 15.1 s one by one."""
 
 
 def predict_api_batch(session: Session, paths: list, beams: list, top_ks: list, use_exifs: list,

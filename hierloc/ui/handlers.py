@@ -7,6 +7,7 @@ nothing about them is logged.
 
 from __future__ import annotations
 
+import collections
 import html
 import logging
 import os
@@ -220,7 +221,7 @@ class UploadHolds:
     def __init__(self):
         self._lock = threading.Lock()
         self._holds: dict[str, int] = {}
-        self.seen: set[str] = set()  # every path held once (what a test checks is gone)
+        self.seen = collections.deque(maxlen=4096)  # the latest paths held (what a test checks is gone)
 
     @staticmethod
     def _key(path) -> str:
@@ -231,7 +232,7 @@ class UploadHolds:
             for p in paths:
                 k = self._key(p)
                 self._holds[k] = self._holds.get(k, 0) + 1
-                self.seen.add(k)
+                self.seen.append(k)
 
     def release(self, path) -> bool:
         """Give one hold back; True when it was the last (the caller deletes the file)."""

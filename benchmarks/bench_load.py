@@ -30,14 +30,7 @@ from pathlib import Path
 
 import numpy as np
 
-ROOT = Path(__file__).resolve().parents[1]
-EXAMPLE = ROOT / "assets" / "examples" / "517681129360654.jpg"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+from bench_app import EXAMPLE, ROOT, free_port  # noqa: E402 (beside this script)
 
 
 def rss_mb(pid: int) -> float:

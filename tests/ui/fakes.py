@@ -26,3 +26,12 @@ def fake_predictor(untrained: bool = False) -> Predictor:
 
     del starts
     return Predictor(Engine("preview" if untrained else "trained", "fake", untrained, table, geom, points, 0.5, encode))
+
+
+def free_port() -> int:
+    """A free TCP port on the loopback, for an app a test launches."""
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]

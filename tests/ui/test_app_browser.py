@@ -1,21 +1,16 @@
 """The real app in a real browser (Debian chromium via playwright) and through its API."""
 
-import socket
 from pathlib import Path
 
 import pytest
 from PIL import Image
 
+from tests.ui.fakes import free_port
+
 CHROMIUM = "/usr/bin/chromium"
 EXAMPLE = Path(__file__).resolve().parents[2] / "assets" / "examples" / "517681129360654.jpg"
 
 pytestmark = pytest.mark.browser
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture(scope="module")
@@ -34,7 +29,7 @@ def app_url(preview):
     session = H.Session(default_profile="preview", available=["preview"], loader=lambda p: preview,
                         examples=H.load_examples(ASSETS_DIR / "examples"))
     demo = build_demo(session)
-    opts = {**launch_options(), "server_name": "127.0.0.1", "server_port": _free_port()}
+    opts = {**launch_options(), "server_name": "127.0.0.1", "server_port": free_port()}
     demo.queue(default_concurrency_limit=4).launch(prevent_thread_lock=True, quiet=True, **opts)
     yield f"http://127.0.0.1:{opts['server_port']}/"
     demo.close()

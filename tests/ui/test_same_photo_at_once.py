@@ -3,19 +3,14 @@ Gradio files identical uploads under one path, so the app must not delete it whi
 another request still needs it; afterwards no uploaded photo is left on disk."""
 
 import shutil
-import socket
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
 
+from tests.ui.fakes import free_port
+
 EXAMPLE = Path(__file__).resolve().parents[2] / "assets" / "examples" / "517681129360654.jpg"
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture(scope="module")
@@ -39,7 +34,7 @@ def app_url():
     session = H.Session(default_profile="preview", available=["preview"], loader=lambda p: preview,
                         examples=H.load_examples(ASSETS_DIR / "examples"))
     demo = build_demo(session)
-    opts = {**launch_options(), "server_name": "127.0.0.1", "server_port": _free_port()}
+    opts = {**launch_options(), "server_name": "127.0.0.1", "server_port": free_port()}
     demo.queue(default_concurrency_limit=4).launch(prevent_thread_lock=True, quiet=True, **opts)
     app_url.url = f"http://127.0.0.1:{opts['server_port']}/"
     yield app_url
